@@ -1,0 +1,23 @@
+-- Return jobs whose lease expired (their worker died or lost the database)
+-- to the queue, or fail them when they have used every attempt: a job that
+-- keeps killing its worker must not loop forever. $1 batch size.
+WITH expired AS (
+    SELECT id
+    FROM ops_jobs
+    WHERE status = 'running'
+      AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE ops_jobs AS j
+SET status = CASE WHEN j.attempt >= j.max_attempts
+                  THEN 'failed'::ops_job_status ELSE 'queued'::ops_job_status END,
+    error = left('lease expired: worker ' || coalesce(j.lease_owner, 'unknown')
+                 || ' stopped renewing it during attempt ' || j.attempt, 500),
+    run_at = now(),
+    lease_expires_at = NULL,
+    finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END
+FROM expired
+WHERE j.id = expired.id
+RETURNING j.id, j.status::text

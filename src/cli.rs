@@ -1,0 +1,288 @@
+//! The `opsrunner` command line. This is the binary's edge: errors become
+//! `anyhow` here and nowhere else.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{Config, Settings, config_path};
+use crate::handlers::Registry;
+use crate::jobs::NewJob;
+use crate::worker::Worker;
+
+#[derive(Parser, Debug)]
+#[command(name = "opsrunner", version, about = "Runs operations jobs out of PostgreSQL")]
+pub struct Cli {
+    /// TOML config file (also OPSRUNNER_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the embedded schema migrations (idempotent).
+    Migrate,
+    /// Run the worker daemon.
+    Worker,
+    /// Check config, connectivity and schema version, then exit.
+    Check,
+    /// Insert one job.
+    Enqueue {
+        job_type: String,
+        /// The payload, as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// Lower runs first (-100..100).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i16,
+        /// RFC 3339 time, e.g. 2026-11-23T08:00:00Z.
+        #[arg(long)]
+        run_at: Option<DateTime<Utc>>,
+        #[arg(long, default_value_t = 3)]
+        max_attempts: i32,
+        /// e.g. 30s, 5m.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Inspect jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Feature flags: one per job type; absent means off.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
+    /// A throwaway local setup: Postgres (when DATABASE_URL is unset),
+    /// migrations, a worker and a demo job.
+    Dev {
+        /// Exit once the demo job has finished.
+        #[arg(long)]
+        exit_after_demo: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long = "type")]
+        job_type: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job with its transition history.
+    Show {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FlagsCommand {
+    List,
+    Enable {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Disable {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels the returned token on the first SIGTERM or SIGINT; a second one
+/// exits at once (leases recover whatever was running).
+fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let t = token.clone();
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("signal received: stopping gracefully (send again to exit at once)");
+                t.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(token)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let path = config_path(cli.config.clone());
+    let settings = Settings::load(path.as_deref())?;
+    crate::logging::init(settings.log.format, settings.log.level.as_deref());
+
+    if let Command::Dev { exit_after_demo } = cli.command {
+        let shutdown = shutdown_on_signals()?;
+        crate::dev::run(settings, crate::dev::DevOptions { exit_after_demo }, shutdown).await?;
+        return Ok(());
+    }
+
+    let config = Config::with_url(
+        settings.clone(),
+        crate::config::database_url_from_env()?.ok_or_else(|| {
+            anyhow::anyhow!("configuration error: DATABASE_URL is not set; set it (or DATABASE_URL_FILE) to a postgres:// URL")
+        })?,
+    )?;
+    let connect = || crate::db::connect(&config.database_url, &config.settings.db, "opsrunner-cli");
+
+    match cli.command {
+        Command::Dev { .. } => unreachable!("handled above"),
+        Command::Migrate => {
+            let mut client = connect().await?;
+            let applied = crate::migrate::migrate(&mut client).await?;
+            if applied.is_empty() {
+                println!("schema is up to date (version {})", crate::migrate::latest_version());
+            } else {
+                println!("applied migrations {applied:?}; schema is at version {}", crate::migrate::latest_version());
+            }
+        }
+        Command::Check => {
+            let client = connect().await?;
+            crate::migrate::check_schema(&client).await?;
+            println!("ok: config valid, {} reachable, schema at version {}", config.database_url.describe(), crate::migrate::latest_version());
+        }
+        Command::Worker => {
+            let shutdown = shutdown_on_signals()?;
+            let worker = Worker::new(&config, Registry::with_builtins())?;
+            let mut ready = worker.ready();
+            tokio::spawn(async move {
+                if ready.wait_for(|r| *r).await.is_ok() {
+                    tracing::info!("worker ready");
+                }
+            });
+            worker.run(shutdown).await?;
+        }
+        Command::Enqueue { job_type, payload, queue, priority, run_at, max_attempts, timeout } => {
+            let payload: serde_json::Value = serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+            let job = NewJob { job_type, queue, priority, payload, max_attempts, run_at, timeout };
+            let client = connect().await?;
+            let id = crate::jobs::enqueue(&client, &job).await?;
+            println!("{id}");
+        }
+        Command::Jobs { command } => {
+            let client = connect().await?;
+            match command {
+                JobsCommand::List { status, job_type, limit, json } => {
+                    let jobs = crate::jobs::list(&client, status.as_deref(), job_type.as_deref(), limit).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&jobs)?);
+                    } else {
+                        println!("{:<36}  {:<16} {:<10} {:<9} {:>7}  created", "id", "type", "queue", "status", "attempt");
+                        for j in jobs {
+                            println!(
+                                "{:<36}  {:<16} {:<10} {:<9} {:>3}/{:<3}  {}",
+                                j.id, j.job_type, j.queue, j.status, j.attempt, j.max_attempts,
+                                j.created_at.format("%Y-%m-%d %H:%M:%S%.3f")
+                            );
+                        }
+                    }
+                }
+                JobsCommand::Show { id, json } => {
+                    let Some(job) = crate::jobs::show(&client, id).await? else {
+                        bail!("no job {id}");
+                    };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&job)?);
+                    } else {
+                        let s = &job.summary;
+                        println!("id:           {}", s.id);
+                        println!("type/queue:   {} / {}", s.job_type, s.queue);
+                        println!("status:       {} (attempt {}/{})", s.status, s.attempt, s.max_attempts);
+                        println!("payload:      {}", job.payload);
+                        if let Some(r) = &job.result {
+                            println!("result:       {r}");
+                        }
+                        if let Some(e) = &job.error {
+                            println!("error:        {e}");
+                        }
+                        println!("created:      {}", s.created_at);
+                        println!("history:");
+                        for ev in job.events {
+                            println!(
+                                "  {}  {} -> {}  attempt {}  {}{}",
+                                ev.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                                ev.from_status.unwrap_or_default(),
+                                ev.to_status,
+                                ev.attempt,
+                                ev.worker.unwrap_or_default(),
+                                ev.detail.map(|d| format!("  ({d})")).unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Command::Flags { command } => {
+            let client = connect().await?;
+            match command {
+                FlagsCommand::List => {
+                    for f in crate::flags::list(&client).await? {
+                        println!(
+                            "{:<24} {:<8} {}  {}  {}",
+                            f.name,
+                            if f.enabled { "on" } else { "off" },
+                            f.updated_at.format("%Y-%m-%d %H:%M:%S"),
+                            f.updated_by.unwrap_or_default(),
+                            f.reason.unwrap_or_default()
+                        );
+                    }
+                }
+                FlagsCommand::Enable { name, reason } => {
+                    crate::flags::set(&client, &name, true, reason.as_deref(), &crate::flags::operator_identity()).await?;
+                    println!("{name}: on");
+                }
+                FlagsCommand::Disable { name, reason } => {
+                    crate::flags::set(&client, &name, false, reason.as_deref(), &crate::flags::operator_identity()).await?;
+                    println!("{name}: off (queued jobs of this type wait; running ones finish)");
+                }
+            }
+        }
+    }
+    Ok(())
+}

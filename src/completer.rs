@@ -1,0 +1,158 @@
+//! Writes outcomes in batches (one UPDATE ... FROM unnest per batch), retried
+//! with backoff until written. If the daemon must stop while the database is
+//! unreachable, the unwritten jobs keep their lease, which expires, and the
+//! rescuer puts them back in the queue: nothing is lost.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::db::is_transient;
+use crate::error::{Error, Result};
+use crate::executor::{Completion, Outcome};
+use crate::jobs::bound_error;
+use crate::worker::Shared;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, give_up: CancellationToken) {
+    let max = shared.cfg.completion_batch;
+    let mut batch = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        write_until_done(&shared, &mut batch, &give_up).await;
+        batch.clear();
+    }
+}
+
+async fn write_until_done(shared: &Shared, batch: &mut [Completion], give_up: &CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        match write(shared, batch).await {
+            Ok(()) => return,
+            Err(e) if is_transient(&e) => {
+                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                if give_up.is_cancelled() {
+                    tracing::error!(
+                        jobs = batch.len(), error = %e,
+                        "stopping with unwritten completions; their leases will expire and the rescuer will requeue them"
+                    );
+                    return;
+                }
+                tracing::warn!(jobs = batch.len(), error = %e, "cannot write completions; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = give_up.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                // The data itself was refused (say a result the table's CHECK
+                // rejects). Write one by one so that one bad row cannot block
+                // the others, and store a bounded error for the bad one.
+                tracing::warn!(error = %e, "a completion batch was refused; writing one by one");
+                for c in batch.iter_mut() {
+                    write_single(shared, c, give_up).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn write_single(shared: &Shared, c: &mut Completion, give_up: &CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut replaced = false;
+    loop {
+        match write(shared, std::slice::from_mut(c)).await {
+            Ok(()) => return,
+            Err(e) if is_transient(&e) && !give_up.is_cancelled() => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) if !is_transient(&e) && !replaced => {
+                replaced = true;
+                c.outcome = Outcome::Failed(bound_error(&format!("the job's outcome could not be stored: {e}")));
+            }
+            Err(e) => {
+                tracing::error!(job_id = %c.id, error = %e, "giving up on a completion; the lease expiry will recover the job");
+                return;
+            }
+        }
+    }
+}
+
+async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut statuses: Vec<&str> = Vec::with_capacity(n);
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut delays: Vec<Option<f64>> = Vec::with_capacity(n);
+    let mut refunds = Vec::with_capacity(n);
+    let mut abandoned = Vec::new();
+    for c in batch {
+        let (status, result, error, delay, refund) = match &c.outcome {
+            Outcome::Succeeded(v) => ("succeeded", Some(v.clone()), None, None, false),
+            Outcome::Retry { error, delay } => ("queued", None, Some(error.clone()), Some(delay.as_secs_f64()), false),
+            Outcome::Failed(e) => ("failed", None, Some(e.clone()), None, false),
+            Outcome::Cancelled(e) => ("cancelled", None, Some(e.clone()), None, false),
+            Outcome::Requeue(e) => ("queued", None, Some(e.clone()), Some(0.0), true),
+            Outcome::Abandon => {
+                abandoned.push(c.id);
+                continue;
+            }
+        };
+        ids.push(c.id);
+        attempts.push(c.attempt);
+        statuses.push(status);
+        results.push(result);
+        errors.push(error);
+        delays.push(delay);
+        refunds.push(refund);
+    }
+    let written: HashSet<Uuid> = if ids.is_empty() {
+        HashSet::new()
+    } else {
+        let client = shared.pool.get().await.map_err(Error::from)?;
+        let stmt = client.prepare_cached(include_str!("../sql/queries/complete.sql")).await?;
+        client
+            .query(&stmt, &[&ids, &attempts, &statuses, &results, &errors, &delays, &refunds, &shared.owner])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    for c in batch {
+        let kind = match &c.outcome {
+            Outcome::Abandon => continue,
+            Outcome::Succeeded(_) => &shared.stats.succeeded,
+            Outcome::Retry { .. } => &shared.stats.retried,
+            Outcome::Failed(_) => &shared.stats.failed,
+            Outcome::Cancelled(_) => &shared.stats.cancelled,
+            Outcome::Requeue(_) => &shared.stats.requeued,
+        };
+        if written.contains(&c.id) {
+            kind.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Fenced: our lease expired and the row moved on without us.
+            shared.stats.stale_completions.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(job_id = %c.id, attempt = c.attempt, "completion refused: this worker no longer holds the job's lease");
+        }
+    }
+    shared.forget_running(batch.iter().map(|c| c.id));
+    if !abandoned.is_empty() {
+        tracing::warn!(jobs = abandoned.len(), "dropped outcomes of jobs whose lease was lost");
+    }
+    Ok(())
+}

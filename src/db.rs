@@ -1,0 +1,75 @@
+//! Connections: the pool for short statements and single session connections
+//! (LISTEN, migrations). Session limits are set on every connection so that no
+//! statement or forgotten transaction can hold locks for long.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{DbConfig, DbUrl};
+use crate::error::{Error, Result};
+
+/// The connection settings used for every opsrunner connection.
+pub fn session_config(url: &DbUrl, db: &DbConfig, application_name: &str) -> tokio_postgres::Config {
+    let mut pg = url.pg_config().clone();
+    pg.application_name(application_name);
+    pg.connect_timeout(db.connect_timeout);
+    // Detect a silently dropped TCP peer (a VM that vanished) within a minute.
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    pg.options(format!(
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        db.statement_timeout.as_millis(),
+        db.idle_in_transaction_timeout.as_millis()
+    ));
+    pg
+}
+
+pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str) -> Result<Pool> {
+    let mgr = Manager::from_config(
+        session_config(url, db, application_name),
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(mgr)
+        .max_size(db.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(db.acquire_timeout))
+        .create_timeout(Some(db.connect_timeout))
+        .recycle_timeout(Some(db.connect_timeout))
+        .build()
+        .map_err(|e| Error::Pool(e.to_string()))
+}
+
+/// One session connection whose driver runs on its own task. Notifications
+/// are not delivered through this helper; the listener drives its own.
+pub async fn connect(url: &DbUrl, db: &DbConfig, application_name: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = session_config(url, db, application_name).connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// True when the error means the connection or server is gone, so retrying on a
+/// new connection is the right answer (as opposed to a bad statement or data).
+pub fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Pool(_) | Error::Io(_) => true,
+        Error::Db(db) => match db.code() {
+            None => true,
+            Some(code) => {
+                let c = code.code();
+                // 08: connection exception, 57P: operator intervention
+                // (admin shutdown, crash shutdown, cannot connect now),
+                // 53: insufficient resources, 40001/40P01: serialization/deadlock.
+                c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+                    || c == "40001" || c == "40P01" || c == "57014"
+            }
+        },
+        _ => false,
+    }
+}

@@ -1,0 +1,40 @@
+//! Library error type. Messages never include a connection string or secret.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Invalid configuration; the message names the setting or variable.
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+
+    #[error("database pool error: {0}")]
+    Pool(String),
+
+    /// The database has not been migrated to the version this binary needs.
+    #[error("{0}")]
+    Schema(String),
+
+    #[error("throwaway PostgreSQL cluster: {0}")]
+    TempCluster(String),
+
+    #[error("invalid input: {0}")]
+    Invalid(String),
+
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(db) => Error::Db(db),
+            other => Error::Pool(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

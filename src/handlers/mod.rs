@@ -1,0 +1,110 @@
+//! The handler registry and the built-in handlers.
+//!
+//! A handler receives the job's payload and a cancellation token and returns a
+//! JSON result or a [`HandlerError`]. Library users register native async
+//! handlers; the worker only claims job types that are registered *and* whose
+//! feature flag is on.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub mod noop;
+pub mod sleep;
+
+/// What a handler sees of its job.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub id: Uuid,
+    pub job_type: String,
+    pub queue: String,
+    /// 1 on the first run.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub payload: Value,
+    /// Cancelled on cancel request, timeout, lost lease or forced shutdown.
+    /// Handlers that can stop early should select on it.
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth another attempt (network trouble, a busy dependency).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail the same way again (bad payload, refused request): no retry.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub type HandlerResult = Result<Value, HandlerError>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+
+pub trait Handler: Send + Sync + 'static {
+    fn run(&self, job: JobContext) -> HandlerFuture;
+}
+
+/// Any `Fn(JobContext) -> impl Future<Output = HandlerResult>` is a handler.
+impl<F, Fut> Handler for F
+where
+    F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn run(&self, job: JobContext) -> HandlerFuture {
+        Box::pin(self(job))
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The built-ins that need no configuration: `noop` and `sleep`.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::new();
+        r.register("noop", noop::handle);
+        r.register("sleep", sleep::handle);
+        r
+    }
+
+    /// Registers (or replaces) the handler for `job_type`.
+    ///
+    /// # Panics
+    /// When `job_type` is not a valid job type name; that is a programming
+    /// error in the embedding program, caught at its start-up.
+    pub fn register(&mut self, job_type: &str, handler: impl Handler) -> &mut Self {
+        assert!(
+            crate::jobs::valid_name(job_type),
+            "job type {job_type:?} is not [a-z][a-z0-9_.-]{{0,63}}"
+        );
+        self.handlers.insert(job_type.to_string(), Arc::new(handler));
+        self
+    }
+
+    pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
+        self.handlers.get(job_type).cloned()
+    }
+
+    pub fn job_types(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut types: Vec<_> = self.job_types().collect();
+        types.sort_unstable();
+        f.debug_struct("Registry").field("job_types", &types).finish()
+    }
+}

@@ -1,0 +1,207 @@
+//! A throwaway PostgreSQL cluster from the local binaries (initdb + pg_ctl on
+//! a free port, sockets and data in a temporary directory), for `opsrunner
+//! dev` and for tests when `DATABASE_URL` is unset.
+//!
+//! PostgreSQL refuses to run as root; as root the cluster runs as the
+//! `postgres` system user. A watcher process stops the cluster and deletes
+//! its directory when the owning process exits, however it exits.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+pub struct TempCluster {
+    dir: PathBuf,
+    bindir: PathBuf,
+    port: u16,
+    run_as: Option<(u32, u32)>,
+}
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::TempCluster(msg.into())
+}
+
+/// Finds initdb and pg_ctl: `OPSRUNNER_PG_BINDIR`, then `pg_config --bindir`,
+/// then the newest `/usr/lib/postgresql/*/bin`, then PATH.
+pub fn find_bindir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("OPSRUNNER_PG_BINDIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let has_initdb = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_initdb(&d) {
+            return Ok(d);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, d)| has_initdb(d))
+        .collect();
+    versions.sort();
+    if let Some((_, d)) = versions.pop() {
+        return Ok(d);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            if has_initdb(&d) {
+                return Ok(d);
+            }
+        }
+    }
+    Err(err(
+        "no PostgreSQL server binaries (initdb, pg_ctl) found; install PostgreSQL \
+         (e.g. `apt-get install postgresql`) or set DATABASE_URL",
+    ))
+}
+
+/// uid/gid of the `postgres` user, when we are root.
+fn postgres_user() -> Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() > 3 && f[0] == "postgres" {
+            let uid = f[2].parse().map_err(|_| err("bad uid for postgres in /etc/passwd"))?;
+            let gid = f[3].parse().map_err(|_| err("bad gid for postgres in /etc/passwd"))?;
+            return Ok(Some((uid, gid)));
+        }
+    }
+    Err(err("running as root and there is no `postgres` user to run the throwaway cluster as"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl TempCluster {
+    /// initdb, start, and arrange for cleanup when this process exits.
+    pub fn start() -> Result<Self> {
+        let bindir = find_bindir()?;
+        let run_as = postgres_user()?;
+        let base = std::env::temp_dir().join(format!("opsrunner-pg-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&base)?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&base, Some(uid), Some(gid))?;
+        }
+        let mut cluster = Self { dir: base, bindir, port: 0, run_as };
+        cluster.spawn_watcher()?;
+        let data = cluster.dir.join("data");
+        cluster.run(
+            Command::new(cluster.bindir.join("initdb"))
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "--no-instructions", "-D"])
+                .arg(&data),
+            "initdb",
+        )?;
+        // A port can be taken between probing and binding; try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let opts = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off \
+                 -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+                cluster.dir.display()
+            );
+            let started = cluster.run(
+                Command::new(cluster.bindir.join("pg_ctl"))
+                    .args(["-w", "-t", "60", "-D"])
+                    .arg(&data)
+                    .args(["-l"])
+                    .arg(cluster.dir.join("postgres.log"))
+                    .args(["-o", &opts, "start"]),
+                "pg_ctl start",
+            );
+            match started {
+                Ok(()) => {
+                    cluster.port = port;
+                    return Ok(cluster);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| err("could not start")))
+    }
+
+    fn run(&self, cmd: &mut Command, what: &str) -> Result<()> {
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = cmd.stdin(Stdio::null()).output().map_err(|e| err(format!("{what}: {e}")))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            return Err(err(format!(
+                "{what} failed: {}{}\n{tail}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A detached shell that waits for this process to exit, then stops the
+    /// server (SIGQUIT: immediate shutdown) and removes the directory.
+    fn spawn_watcher(&self) -> Result<()> {
+        let script = r#"
+            while kill -0 "$1" 2>/dev/null; do sleep 1; done
+            pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null)
+            [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null
+            for _ in 1 2 3 4 5 6 7 8 9 10; do [ -e "$2/data/postmaster.pid" ] || break; sleep 0.5; done
+            rm -rf "$2"
+        "#;
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script, "opsrunner-pg-watcher", &std::process::id().to_string()])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group: a Ctrl-C to ours must not kill it first.
+        cmd.process_group(0);
+        cmd.spawn().map_err(|e| err(format!("cannot start the cleanup watcher: {e}")))?;
+        Ok(())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for `db` on this cluster (user postgres, trust auth).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
+    /// Runs `pg_ctl` with the given arguments against this cluster as the right user.
+    pub fn pg_ctl(&self, args: &[&str]) -> Result<()> {
+        let data = self.data_dir();
+        self.run(Command::new(self.bindir.join("pg_ctl")).arg("-D").arg(&data).args(args), "pg_ctl")
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

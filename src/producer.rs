@@ -1,0 +1,154 @@
+//! The claimer: fetches as many runnable jobs as there are free slots, in one
+//! short committed statement (`FOR UPDATE SKIP LOCKED`), and hands each to an
+//! executor task. It wakes on NOTIFY, on a freed slot after a full fetch, and
+//! on the poll interval as the backstop.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::executor::{self, ClaimedJob, Completion};
+use crate::worker::Shared;
+
+pub(crate) struct Producer {
+    pub shared: Arc<Shared>,
+    pub slots: Arc<Semaphore>,
+    pub completions: mpsc::Sender<Completion>,
+    pub tracker: TaskTracker,
+    /// Parent of every job's token: cancelled when the drain time is over.
+    pub jobs_root: CancellationToken,
+}
+
+#[derive(Clone, Copy)]
+enum Wake {
+    Start,
+    Notify,
+    Poll,
+    Slot,
+}
+
+impl Producer {
+    /// Runs until `stop_claiming` is cancelled.
+    pub async fn run(self, stop_claiming: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut wake = Wake::Start;
+        loop {
+            if stop_claiming.is_cancelled() {
+                return;
+            }
+            let free = self.slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = stop_claiming.cancelled() => return,
+                    _ = self.shared.slot_freed.notified() => { wake = Wake::Slot; continue; }
+                }
+            }
+            let types = self.shared.enabled_job_types();
+            if !types.is_empty() {
+                match self.claim(free, &types).await {
+                    Ok(jobs) => {
+                        backoff.reset();
+                        let n = jobs.len();
+                        let counter = match wake {
+                            Wake::Notify => Some(&self.shared.stats.notify_claims),
+                            Wake::Poll => Some(&self.shared.stats.poll_claims),
+                            Wake::Start | Wake::Slot => None,
+                        };
+                        if let Some(c) = counter {
+                            c.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        for job in jobs {
+                            self.launch(job).await;
+                        }
+                        if n == free {
+                            // More may be waiting: fetch again as slots free up.
+                            wake = Wake::Slot;
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        self.shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in = ?delay, "claim failed");
+                        tokio::select! {
+                            _ = stop_claiming.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop_claiming.cancelled() => return,
+                _ = self.shared.wake.notified() => wake = Wake::Notify,
+                _ = tokio::time::sleep(self.shared.cfg.poll_interval) => wake = Wake::Poll,
+            }
+        }
+    }
+
+    async fn claim(&self, n: usize, types: &[String]) -> Result<Vec<ClaimedJob>> {
+        let shared = &self.shared;
+        let client = shared.pool.get().await.map_err(Error::from)?;
+        let stmt = client.prepare_cached(include_str!("../sql/queries/claim.sql")).await?;
+        let queues: Option<&Vec<String>> = (!shared.cfg.queues.is_empty()).then_some(&shared.cfg.queues);
+        let limit = n as i64;
+        let lease = shared.cfg.lease.as_secs_f64();
+        let rows = client.query(&stmt, &[&types, &queues, &limit, &shared.owner, &lease]).await?;
+        shared.stats.claimed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        Ok(rows
+            .iter()
+            .map(|r| ClaimedJob {
+                id: r.get(0),
+                job_type: r.get(1),
+                queue: r.get(2),
+                payload: r.get(3),
+                attempt: r.get(4),
+                max_attempts: r.get(5),
+                timeout: r
+                    .get::<_, Option<f64>>(6)
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(Duration::from_secs_f64),
+                cancel_requested: r.get(7),
+            })
+            .collect())
+    }
+
+    async fn launch(&self, job: ClaimedJob) {
+        // The claim asked for at most the free slots and only this task takes
+        // permits, so this does not wait; if it ever did, waiting is correct.
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return; // the semaphore is never closed
+        };
+        let Some(handler) = self.shared.registry.get(&job.job_type) else {
+            // Only registered types are claimed, so this is a bug; end the job
+            // with an error rather than leave the row running.
+            tracing::error!(job_type = %job.job_type, "claimed a job type with no handler");
+            let outcome = executor::Outcome::Failed("no handler registered for this job type".into());
+            let _ = self.completions.send(Completion { id: job.id, attempt: job.attempt, outcome }).await;
+            return;
+        };
+        let (token, reason) = self.shared.track_running(job.id, &self.jobs_root);
+        let shared = self.shared.clone();
+        let completions = self.completions.clone();
+        let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
+        self.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                tracing::debug!("started");
+                let completion = executor::execute(shared.clone(), job, handler, token, reason).await;
+                tracing::debug!(outcome = ?completion.outcome, "finished");
+                // Only fails when the completer is gone, i.e. after a forced
+                // stop: the lease expiry recovers the job then.
+                let _ = completions.send(completion).await;
+                drop(permit);
+                shared.slot_freed.notify_one();
+            },
+            span,
+        ));
+    }
+}

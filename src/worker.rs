@@ -1,0 +1,266 @@
+//! The daemon: wires the listener, flag reloader, producer, executors,
+//! completer, heartbeat and maintenance together, and stops them in order.
+//!
+//! Cancellation is one token tree. `shutdown` (SIGTERM) stops claiming;
+//! running jobs then get `shutdown_timeout` to finish; after that the job tree
+//! root is cancelled and unfinished jobs go back to `queued` with their
+//! attempt refunded. Background tasks stop last, after the completer drained.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::config::{Config, DbConfig, DbUrl, WorkerConfig};
+use crate::error::{Error, Result};
+use crate::executor::CancelReason;
+use crate::flags::FlagSet;
+use crate::handlers::Registry;
+use crate::producer::Producer;
+
+/// Counters, readable while the worker runs (tests, metrics, STATUS=).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub claimed: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub requeued: AtomicU64,
+    /// Completions refused by the fencing check.
+    pub stale_completions: AtomicU64,
+    /// Jobs claimed by a fetch that a NOTIFY woke, or that the poll timer woke.
+    pub notify_claims: AtomicU64,
+    pub poll_claims: AtomicU64,
+    pub notifications: AtomicU64,
+    pub listener_reconnects: AtomicU64,
+    pub rescued: AtomicU64,
+    pub db_errors: AtomicU64,
+}
+
+struct RunningJob {
+    token: CancellationToken,
+    reason: Arc<OnceLock<CancelReason>>,
+}
+
+/// State shared by the worker's tasks.
+pub(crate) struct Shared {
+    pub cfg: WorkerConfig,
+    pub db_config: DbConfig,
+    pub listen_url: DbUrl,
+    /// This process's lease owner name: `host:pid:random`.
+    pub owner: String,
+    pub pool: Pool,
+    pub registry: Registry,
+    pub flags: FlagSet,
+    pub stats: Arc<Stats>,
+    /// Jobs may be waiting (NOTIFY, catch-up, rescue, flag change).
+    pub wake: Notify,
+    pub slot_freed: Notify,
+    pub flags_changed: Notify,
+    /// A cancellation was requested somewhere: check our running jobs now.
+    pub cancel_check: Notify,
+    pub listener_up: AtomicBool,
+    running: Mutex<HashMap<Uuid, RunningJob>>,
+}
+
+impl Shared {
+    /// Registered job types whose flag is on.
+    pub fn enabled_job_types(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.registry.job_types().filter(|t| self.flags.is_enabled(t)).map(String::from).collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn track_running(&self, id: Uuid, parent: &CancellationToken) -> (CancellationToken, Arc<OnceLock<CancelReason>>) {
+        let token = parent.child_token();
+        let reason = Arc::new(OnceLock::new());
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(id, RunningJob { token: token.clone(), reason: reason.clone() });
+        }
+        (token, reason)
+    }
+
+    pub fn forget_running(&self, ids: impl Iterator<Item = Uuid>) {
+        if let Ok(mut m) = self.running.lock() {
+            for id in ids {
+                m.remove(&id);
+            }
+        }
+    }
+
+    pub fn running_ids(&self) -> Vec<Uuid> {
+        self.running.lock().map(|m| m.keys().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn cancel_running(&self, id: Uuid, why: CancelReason) {
+        let Ok(m) = self.running.lock() else { return };
+        if let Some(job) = m.get(&id)
+            && !job.token.is_cancelled()
+        {
+            let _ = job.reason.set(why);
+            job.token.cancel();
+            tracing::info!(job_id = %id, reason = ?why, "cancelling running job");
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn lease_owner() -> String {
+    let suffix: u32 = rand::random();
+    format!("{}:{}:{suffix:08x}", hostname(), std::process::id())
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    ready_tx: watch::Sender<bool>,
+}
+
+impl Worker {
+    /// Builds the worker; connects nothing yet.
+    pub fn new(config: &Config, registry: Registry) -> Result<Self> {
+        config.settings.validate()?;
+        let pool = crate::db::pool(&config.database_url, &config.settings.db, "opsrunner-worker")?;
+        let shared = Shared {
+            cfg: config.settings.worker.clone(),
+            db_config: config.settings.db.clone(),
+            listen_url: config.listen_url.clone(),
+            owner: lease_owner(),
+            pool,
+            registry,
+            flags: FlagSet::default(),
+            stats: Arc::new(Stats::default()),
+            wake: Notify::new(),
+            slot_freed: Notify::new(),
+            flags_changed: Notify::new(),
+            cancel_check: Notify::new(),
+            listener_up: AtomicBool::new(false),
+            running: Mutex::new(HashMap::new()),
+        };
+        let (ready_tx, _) = watch::channel(false);
+        Ok(Self { shared: Arc::new(shared), ready_tx })
+    }
+
+    /// Becomes true once LISTEN is established and the first fetch is due.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready_tx.subscribe()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
+    }
+
+    /// The name this worker writes into `lease_owner`.
+    pub fn owner(&self) -> &str {
+        &self.shared.owner
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and returns.
+    /// Fails at start-up on an unmigrated database.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let shared = self.shared;
+        if !wait_for_schema(&shared, &shutdown).await? {
+            return Ok(());
+        }
+        if let Err(e) = crate::flags::reload(&shared).await {
+            tracing::warn!(error = %e, "initial flag load failed; retrying in the background");
+        }
+        tracing::info!(
+            owner = %shared.owner,
+            concurrency = shared.cfg.concurrency,
+            enabled = ?shared.enabled_job_types(),
+            registered = ?{ let mut t: Vec<_> = shared.registry.job_types().collect(); t.sort_unstable(); t },
+            "worker starting"
+        );
+
+        let background = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(crate::listener::run(shared.clone(), self.ready_tx.clone(), background.clone())),
+            tokio::spawn(crate::flags::run_reloader(shared.clone(), background.clone())),
+            tokio::spawn(crate::heartbeat::run(shared.clone(), background.clone())),
+            tokio::spawn(crate::maintenance::run(shared.clone(), background.clone())),
+        ];
+
+        let (completions_tx, completions_rx) = mpsc::channel(shared.cfg.completion_batch * 4);
+        let give_up = CancellationToken::new();
+        let completer = tokio::spawn(crate::completer::run(shared.clone(), completions_rx, give_up.clone()));
+
+        let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
+        let tracker = TaskTracker::new();
+        let jobs_root = CancellationToken::new();
+        let producer = Producer {
+            shared: shared.clone(),
+            slots,
+            completions: completions_tx,
+            tracker: tracker.clone(),
+            jobs_root: jobs_root.clone(),
+        };
+        let producer_task = tokio::spawn(producer.run(shutdown.clone()));
+
+        shutdown.cancelled().await;
+        let _ = producer_task.await;
+        let running = shared.running_ids().len();
+        tracing::info!(running, timeout = ?shared.cfg.shutdown_timeout, "stopping: claiming stopped, draining running jobs");
+        tracker.close();
+        if tokio::time::timeout(shared.cfg.shutdown_timeout, tracker.wait()).await.is_err() {
+            tracing::warn!("drain timeout reached; cancelling running jobs and returning them to the queue");
+            jobs_root.cancel();
+            // Executors abandon handlers that ignore the token after cancel_grace.
+            let _ = tokio::time::timeout(shared.cfg.cancel_grace + Duration::from_secs(1), tracker.wait()).await;
+        }
+        // All senders are gone once the executors are: the completer drains
+        // what is left, and gets a bounded time to do so.
+        let mut completer = completer;
+        if tokio::time::timeout(Duration::from_secs(10), &mut completer).await.is_err() {
+            give_up.cancel();
+            let _ = completer.await;
+        }
+        background.cancel();
+        for t in tasks {
+            let _ = t.await;
+        }
+        shared.pool.close();
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// Verifies the schema, retrying while the database is unreachable. Returns
+/// false when shutdown was requested before the database answered.
+async fn wait_for_schema(shared: &Shared, shutdown: &CancellationToken) -> Result<bool> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let attempt = async {
+            let client = shared.pool.get().await.map_err(Error::from)?;
+            crate::migrate::check_schema(&client).await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(true),
+            Err(e) if crate::db::is_transient(&e) => {
+                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable at start-up; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
