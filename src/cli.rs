@@ -16,7 +16,11 @@ use crate::jobs::NewJob;
 use crate::worker::Worker;
 
 #[derive(Parser, Debug)]
-#[command(name = "opsrunner", version, about = "Runs operations jobs out of PostgreSQL")]
+#[command(
+    name = "opsrunner",
+    version,
+    about = "Runs operations jobs out of PostgreSQL"
+)]
 pub struct Cli {
     /// TOML config file (also OPSRUNNER_CONFIG).
     #[arg(long, global = true)]
@@ -110,7 +114,10 @@ pub enum FlagsCommand {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -159,7 +166,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     if let Command::Dev { exit_after_demo } = cli.command {
         let shutdown = shutdown_on_signals()?;
-        crate::dev::run(settings, crate::dev::DevOptions { exit_after_demo }, shutdown).await?;
+        crate::dev::run(
+            settings,
+            crate::dev::DevOptions { exit_after_demo },
+            shutdown,
+        )
+        .await?;
         return Ok(());
     }
 
@@ -177,15 +189,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut client = connect().await?;
             let applied = crate::migrate::migrate(&mut client).await?;
             if applied.is_empty() {
-                println!("schema is up to date (version {})", crate::migrate::latest_version());
+                println!(
+                    "schema is up to date (version {})",
+                    crate::migrate::latest_version()
+                );
             } else {
-                println!("applied migrations {applied:?}; schema is at version {}", crate::migrate::latest_version());
+                println!(
+                    "applied migrations {applied:?}; schema is at version {}",
+                    crate::migrate::latest_version()
+                );
             }
         }
         Command::Check => {
             let client = connect().await?;
             crate::migrate::check_schema(&client).await?;
-            println!("ok: config valid, {} reachable, schema at version {}", config.database_url.describe(), crate::migrate::latest_version());
+            println!(
+                "ok: config valid, {} reachable, schema at version {}",
+                config.database_url.describe(),
+                crate::migrate::latest_version()
+            );
         }
         Command::Worker => {
             let shutdown = shutdown_on_signals()?;
@@ -198,9 +220,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             worker.run(shutdown).await?;
         }
-        Command::Enqueue { job_type, payload, queue, priority, run_at, max_attempts, timeout } => {
-            let payload: serde_json::Value = serde_json::from_str(&payload).context("--payload is not valid JSON")?;
-            let job = NewJob { job_type, queue, priority, payload, max_attempts, run_at, timeout };
+        Command::Enqueue {
+            job_type,
+            payload,
+            queue,
+            priority,
+            run_at,
+            max_attempts,
+            timeout,
+        } => {
+            let payload: serde_json::Value =
+                serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+            let job = NewJob {
+                job_type,
+                queue,
+                priority,
+                payload,
+                max_attempts,
+                run_at,
+                timeout,
+            };
             let client = connect().await?;
             let id = crate::jobs::enqueue(&client, &job).await?;
             println!("{id}");
@@ -208,16 +247,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs { command } => {
             let client = connect().await?;
             match command {
-                JobsCommand::List { status, job_type, limit, json } => {
-                    let jobs = crate::jobs::list(&client, status.as_deref(), job_type.as_deref(), limit).await?;
+                JobsCommand::List {
+                    status,
+                    job_type,
+                    limit,
+                    json,
+                } => {
+                    let jobs =
+                        crate::jobs::list(&client, status.as_deref(), job_type.as_deref(), limit)
+                            .await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&jobs)?);
                     } else {
-                        println!("{:<36}  {:<16} {:<10} {:<9} {:>7}  created", "id", "type", "queue", "status", "attempt");
+                        println!(
+                            "{:<36}  {:<16} {:<10} {:<9} {:>7}  created",
+                            "id", "type", "queue", "status", "attempt"
+                        );
                         for j in jobs {
                             println!(
                                 "{:<36}  {:<16} {:<10} {:<9} {:>3}/{:<3}  {}",
-                                j.id, j.job_type, j.queue, j.status, j.attempt, j.max_attempts,
+                                j.id,
+                                j.job_type,
+                                j.queue,
+                                j.status,
+                                j.attempt,
+                                j.max_attempts,
                                 j.created_at.format("%Y-%m-%d %H:%M:%S%.3f")
                             );
                         }
@@ -233,7 +287,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         let s = &job.summary;
                         println!("id:           {}", s.id);
                         println!("type/queue:   {} / {}", s.job_type, s.queue);
-                        println!("status:       {} (attempt {}/{})", s.status, s.attempt, s.max_attempts);
+                        println!(
+                            "status:       {} (attempt {}/{})",
+                            s.status, s.attempt, s.max_attempts
+                        );
                         println!("payload:      {}", job.payload);
                         if let Some(r) = &job.result {
                             println!("result:       {r}");
@@ -274,11 +331,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 FlagsCommand::Enable { name, reason } => {
-                    crate::flags::set(&client, &name, true, reason.as_deref(), &crate::flags::operator_identity()).await?;
+                    crate::flags::set(
+                        &client,
+                        &name,
+                        true,
+                        reason.as_deref(),
+                        &crate::flags::operator_identity(),
+                    )
+                    .await?;
                     println!("{name}: on");
                 }
                 FlagsCommand::Disable { name, reason } => {
-                    crate::flags::set(&client, &name, false, reason.as_deref(), &crate::flags::operator_identity()).await?;
+                    crate::flags::set(
+                        &client,
+                        &name,
+                        false,
+                        reason.as_deref(),
+                        &crate::flags::operator_identity(),
+                    )
+                    .await?;
                     println!("{name}: off (queued jobs of this type wait; running ones finish)");
                 }
             }

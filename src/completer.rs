@@ -20,7 +20,11 @@ use crate::executor::{Completion, Outcome};
 use crate::jobs::bound_error;
 use crate::worker::Shared;
 
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, give_up: CancellationToken) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Completion>,
+    give_up: CancellationToken,
+) {
     let max = shared.cfg.completion_batch;
     let mut batch = Vec::with_capacity(max);
     while let Some(first) = rx.recv().await {
@@ -81,7 +85,9 @@ async fn write_single(shared: &Shared, c: &mut Completion, give_up: &Cancellatio
             }
             Err(e) if !is_transient(&e) && !replaced => {
                 replaced = true;
-                c.outcome = Outcome::Failed(bound_error(&format!("the job's outcome could not be stored: {e}")));
+                c.outcome = Outcome::Failed(bound_error(&format!(
+                    "the job's outcome could not be stored: {e}"
+                )));
             }
             Err(e) => {
                 tracing::error!(job_id = %c.id, error = %e, "giving up on a completion; the lease expiry will recover the job");
@@ -104,7 +110,13 @@ async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
     for c in batch {
         let (status, result, error, delay, refund) = match &c.outcome {
             Outcome::Succeeded(v) => ("succeeded", Some(v.clone()), None, None, false),
-            Outcome::Retry { error, delay } => ("queued", None, Some(error.clone()), Some(delay.as_secs_f64()), false),
+            Outcome::Retry { error, delay } => (
+                "queued",
+                None,
+                Some(error.clone()),
+                Some(delay.as_secs_f64()),
+                false,
+            ),
             Outcome::Failed(e) => ("failed", None, Some(e.clone()), None, false),
             Outcome::Cancelled(e) => ("cancelled", None, Some(e.clone()), None, false),
             Outcome::Requeue(e) => ("queued", None, Some(e.clone()), Some(0.0), true),
@@ -125,9 +137,23 @@ async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
         HashSet::new()
     } else {
         let client = shared.pool.get().await.map_err(Error::from)?;
-        let stmt = client.prepare_cached(include_str!("../sql/queries/complete.sql")).await?;
+        let stmt = client
+            .prepare_cached(include_str!("../sql/queries/complete.sql"))
+            .await?;
         client
-            .query(&stmt, &[&ids, &attempts, &statuses, &results, &errors, &delays, &refunds, &shared.owner])
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &attempts,
+                    &statuses,
+                    &results,
+                    &errors,
+                    &delays,
+                    &refunds,
+                    &shared.owner,
+                ],
+            )
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -146,13 +172,19 @@ async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
             kind.fetch_add(1, Ordering::Relaxed);
         } else {
             // Fenced: our lease expired and the row moved on without us.
-            shared.stats.stale_completions.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .stale_completions
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(job_id = %c.id, attempt = c.attempt, "completion refused: this worker no longer holds the job's lease");
         }
     }
     shared.forget_running(batch.iter().map(|c| c.id));
     if !abandoned.is_empty() {
-        tracing::warn!(jobs = abandoned.len(), "dropped outcomes of jobs whose lease was lost");
+        tracing::warn!(
+            jobs = abandoned.len(),
+            "dropped outcomes of jobs whose lease was lost"
+        );
     }
     Ok(())
 }

@@ -26,7 +26,9 @@ impl DbUrl {
     pub fn parse(raw: &str, var: &str) -> Result<Self> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
-            return Err(Error::Config(format!("{var} is empty; set it to a postgres:// URL")));
+            return Err(Error::Config(format!(
+                "{var} is empty; set it to a postgres:// URL"
+            )));
         }
         if let Some((scheme, _)) = trimmed.split_once("://") {
             let scheme = scheme.to_ascii_lowercase();
@@ -50,7 +52,10 @@ impl DbUrl {
                 "{var} names neither a database nor a user; add at least the database name"
             )));
         }
-        Ok(Self { raw: trimmed.to_string(), pg })
+        Ok(Self {
+            raw: trimmed.to_string(),
+            pg,
+        })
     }
 
     pub fn pg_config(&self) -> &tokio_postgres::Config {
@@ -284,7 +289,10 @@ impl Settings {
         }
         for q in &w.queues {
             if !crate::jobs::valid_name(q) {
-                return bad("worker.queues", "holds a name that is not [a-z][a-z0-9_.-]{0,63}");
+                return bad(
+                    "worker.queues",
+                    "holds a name that is not [a-z][a-z0-9_.-]{0,63}",
+                );
             }
         }
         for (key, d) in [
@@ -309,7 +317,10 @@ impl Settings {
             );
         }
         if w.backoff_max < w.backoff_base {
-            return bad("worker.backoff_max", "must not be below worker.backoff_base");
+            return bad(
+                "worker.backoff_max",
+                "must not be below worker.backoff_base",
+            );
         }
         if w.completion_batch == 0 || w.completion_batch > 10_000 {
             return bad("worker.completion_batch", "must be between 1 and 10000");
@@ -335,8 +346,13 @@ impl Config {
     }
 
     pub fn with_url(settings: Settings, database_url: DbUrl) -> Result<Self> {
-        let listen_url = url_from_env("OPSRUNNER_LISTEN_URL")?.unwrap_or_else(|| database_url.clone());
-        Ok(Self { settings, database_url, listen_url })
+        let listen_url =
+            url_from_env("OPSRUNNER_LISTEN_URL")?.unwrap_or_else(|| database_url.clone());
+        Ok(Self {
+            settings,
+            database_url,
+            listen_url,
+        })
     }
 }
 
@@ -376,7 +392,10 @@ mod tests {
         let mut s = Settings::default();
         s.worker.heartbeat_interval = Duration::from_secs(20);
         let msg = s.validate().unwrap_err().to_string();
-        assert!(msg.contains("OPSRUNNER_WORKER__HEARTBEAT_INTERVAL"), "{msg}");
+        assert!(
+            msg.contains("OPSRUNNER_WORKER__HEARTBEAT_INTERVAL"),
+            "{msg}"
+        );
     }
 
     #[test]

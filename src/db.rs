@@ -11,7 +11,11 @@ use crate::config::{DbConfig, DbUrl};
 use crate::error::{Error, Result};
 
 /// The connection settings used for every opsrunner connection.
-pub fn session_config(url: &DbUrl, db: &DbConfig, application_name: &str) -> tokio_postgres::Config {
+pub fn session_config(
+    url: &DbUrl,
+    db: &DbConfig,
+    application_name: &str,
+) -> tokio_postgres::Config {
     let mut pg = url.pg_config().clone();
     pg.application_name(application_name);
     pg.connect_timeout(db.connect_timeout);
@@ -30,7 +34,9 @@ pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str) -> Result<Pool> 
     let mgr = Manager::from_config(
         session_config(url, db, application_name),
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(mgr)
         .max_size(db.pool_size)
@@ -44,8 +50,14 @@ pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str) -> Result<Pool> 
 
 /// One session connection whose driver runs on its own task. Notifications
 /// are not delivered through this helper; the listener drives its own.
-pub async fn connect(url: &DbUrl, db: &DbConfig, application_name: &str) -> Result<tokio_postgres::Client> {
-    let (client, conn) = session_config(url, db, application_name).connect(NoTls).await?;
+pub async fn connect(
+    url: &DbUrl,
+    db: &DbConfig,
+    application_name: &str,
+) -> Result<tokio_postgres::Client> {
+    let (client, conn) = session_config(url, db, application_name)
+        .connect(NoTls)
+        .await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "database connection closed");
@@ -66,8 +78,12 @@ pub fn is_transient(e: &Error) -> bool {
                 // 08: connection exception, 57P: operator intervention
                 // (admin shutdown, crash shutdown, cannot connect now),
                 // 53: insufficient resources, 40001/40P01: serialization/deadlock.
-                c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
-                    || c == "40001" || c == "40P01" || c == "57014"
+                c.starts_with("08")
+                    || c.starts_with("57P")
+                    || c.starts_with("53")
+                    || c == "40001"
+                    || c == "40P01"
+                    || c == "57014"
             }
         },
         _ => false,

@@ -32,7 +32,10 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
                 .await
                 .map_err(|e| Error::TempCluster(e.to_string()))??;
             let url = DbUrl::parse(&cluster.url("postgres"), "DATABASE_URL")?;
-            println!("throwaway PostgreSQL on 127.0.0.1:{} (removed on exit)", cluster.port());
+            println!(
+                "throwaway PostgreSQL on 127.0.0.1:{} (removed on exit)",
+                cluster.port()
+            );
             println!("  export DATABASE_URL={}", cluster.url("postgres"));
             (Some(cluster), url)
         }
@@ -41,9 +44,19 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
 
     let mut client = crate::db::connect(&url, &config.settings.db, "opsrunner-dev").await?;
     let applied = crate::migrate::migrate(&mut client).await?;
-    println!("migrations applied: {applied:?} (schema version {})", crate::migrate::latest_version());
+    println!(
+        "migrations applied: {applied:?} (schema version {})",
+        crate::migrate::latest_version()
+    );
     for flag in ["noop", "sleep"] {
-        crate::flags::set(&client, flag, true, Some("enabled by opsrunner dev"), &crate::flags::operator_identity()).await?;
+        crate::flags::set(
+            &client,
+            flag,
+            true,
+            Some("enabled by opsrunner dev"),
+            &crate::flags::operator_identity(),
+        )
+        .await?;
     }
     println!("flags enabled: noop, sleep");
 
@@ -56,7 +69,9 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
         worker_stop.cancel();
         return match worker_task.await {
             Ok(Err(e)) => Err(e),
-            _ => Err(Error::Invalid("the worker did not become ready within 30 s".into())),
+            _ => Err(Error::Invalid(
+                "the worker did not become ready within 30 s".into(),
+            )),
         };
     }
     println!("worker ready");
@@ -68,14 +83,19 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut final_status = String::from("queued");
     while tokio::time::Instant::now() < deadline {
-        let Some(detail) = crate::jobs::show(&client, id).await? else { break };
+        let Some(detail) = crate::jobs::show(&client, id).await? else {
+            break;
+        };
         for ev in detail.events.iter().skip(seen) {
             println!("  status: {}", ev.to_status);
         }
         seen = detail.events.len();
         final_status = detail.summary.status.clone();
         if matches!(final_status.as_str(), "succeeded" | "failed" | "cancelled") {
-            println!("demo job finished: {final_status}, result {}", detail.result.map(|r| r.to_string()).unwrap_or_default());
+            println!(
+                "demo job finished: {final_status}, result {}",
+                detail.result.map(|r| r.to_string()).unwrap_or_default()
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -84,7 +104,9 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
     if !opts.exit_after_demo {
         println!();
         println!("opsrunner dev is running. Enqueue with plain SQL, e.g.:");
-        println!("  psql \"$DATABASE_URL\" -c \"INSERT INTO ops_jobs (job_type, payload) VALUES ('sleep', '{{\\\"ms\\\": 1000}}')\"");
+        println!(
+            "  psql \"$DATABASE_URL\" -c \"INSERT INTO ops_jobs (job_type, payload) VALUES ('sleep', '{{\\\"ms\\\": 1000}}')\""
+        );
         println!("Press Ctrl-C to stop.");
         shutdown.cancelled().await;
     }
@@ -94,7 +116,9 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
         Err(e) => return Err(Error::Invalid(format!("worker task failed: {e}"))),
     }
     if final_status != "succeeded" {
-        return Err(Error::Invalid(format!("the demo job ended {final_status}, not succeeded")));
+        return Err(Error::Invalid(format!(
+            "the demo job ended {final_status}, not succeeded"
+        )));
     }
     Ok(())
 }

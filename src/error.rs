@@ -8,8 +8,10 @@ pub enum Error {
     #[error("configuration error: {0}")]
     Config(String),
 
+    // Not marked as the source: its Display already carries the cause, and
+    // chaining it too prints every message twice.
     #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(tokio_postgres::Error),
 
     #[error("database pool error: {0}")]
     Pool(String),
@@ -26,6 +28,12 @@ pub enum Error {
 
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Db(e)
+    }
 }
 
 impl From<deadpool_postgres::PoolError> for Error {

@@ -40,7 +40,10 @@ pub(crate) enum CancelReason {
 pub(crate) enum Outcome {
     Succeeded(Value),
     /// Back to `queued` after `delay`, with the error kept.
-    Retry { error: String, delay: Duration },
+    Retry {
+        error: String,
+        delay: Duration,
+    },
     Failed(String),
     Cancelled(String),
     /// Back to `queued` now, attempt refunded (graceful stop).
@@ -65,7 +68,11 @@ pub(crate) async fn execute(
 ) -> Completion {
     let cfg = &shared.cfg;
     let (id, attempt) = (job.id, job.attempt);
-    let done = |outcome| Completion { id, attempt, outcome };
+    let done = |outcome| Completion {
+        id,
+        attempt,
+        outcome,
+    };
     if job.cancel_requested {
         return done(Outcome::Cancelled("cancelled before start".into()));
     }
@@ -120,9 +127,10 @@ pub(crate) async fn execute(
     if token.is_cancelled() {
         let outcome = match reason.get() {
             Some(CancelReason::Requested) => Outcome::Cancelled("cancelled on request".into()),
-            Some(CancelReason::Timeout) => {
-                retry_or_fail(format!("timed out after {}", humantime::format_duration(timeout)))
-            }
+            Some(CancelReason::Timeout) => retry_or_fail(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            )),
             Some(CancelReason::LeaseLost) => Outcome::Abandon,
             None => Outcome::Requeue("worker shut down before the job finished".into()),
         };

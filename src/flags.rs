@@ -20,7 +20,10 @@ pub struct FlagSet {
 
 impl FlagSet {
     pub fn is_enabled(&self, name: &str) -> bool {
-        self.enabled.read().map(|s| s.contains(name)).unwrap_or(false)
+        self.enabled
+            .read()
+            .map(|s| s.contains(name))
+            .unwrap_or(false)
     }
 
     /// Replaces the set; true when it changed.
@@ -37,8 +40,15 @@ impl FlagSet {
 
 pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
     let client = shared.pool.get().await?;
-    let stmt = client.prepare_cached(include_str!("../sql/queries/enabled_flags.sql")).await?;
-    let names: HashSet<String> = client.query(&stmt, &[]).await?.iter().map(|r| r.get(0)).collect();
+    let stmt = client
+        .prepare_cached(include_str!("../sql/queries/enabled_flags.sql"))
+        .await?;
+    let names: HashSet<String> = client
+        .query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     Ok(shared.flags.replace(names))
 }
 
@@ -57,7 +67,10 @@ pub(crate) async fn run_reloader(shared: Arc<Shared>, stop: CancellationToken) {
             }
             Ok(false) => {}
             Err(e) => {
-                shared.stats.db_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .stats
+                    .db_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(error = %e, "cannot reload feature flags; keeping the last known set");
             }
         }
@@ -97,12 +110,17 @@ pub async fn set(
     updated_by: &str,
 ) -> Result<()> {
     if !crate::jobs::valid_name(name) {
-        return Err(Error::Invalid("flag name must match [a-z][a-z0-9_.-]{0,63}".into()));
+        return Err(Error::Invalid(
+            "flag name must match [a-z][a-z0-9_.-]{0,63}".into(),
+        ));
     }
     let reason = reason.map(crate::jobs::bound_error);
     let by: String = updated_by.chars().take(200).collect();
     client
-        .execute(include_str!("../sql/queries/set_flag.sql"), &[&name, &enabled, &reason, &by])
+        .execute(
+            include_str!("../sql/queries/set_flag.sql"),
+            &[&name, &enabled, &reason, &by],
+        )
         .await?;
     Ok(())
 }

@@ -57,7 +57,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 
 async fn beat(shared: &Shared, ids: &[Uuid]) -> Result<Vec<(Uuid, bool)>> {
     let client = shared.pool.get().await.map_err(Error::from)?;
-    let stmt = client.prepare_cached(include_str!("../sql/queries/heartbeat.sql")).await?;
+    let stmt = client
+        .prepare_cached(include_str!("../sql/queries/heartbeat.sql"))
+        .await?;
     let lease = shared.cfg.lease.as_secs_f64();
     let rows = client.query(&stmt, &[&ids, &shared.owner, &lease]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

@@ -22,7 +22,8 @@ pub fn valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
 }
 
 /// The result to store: the value itself when it serializes to at most
@@ -73,25 +74,39 @@ impl NewJob {
     /// The same bounds the table's CHECKs enforce, with friendlier messages.
     pub fn validate(&self) -> Result<()> {
         if !valid_name(&self.job_type) {
-            return Err(Error::Invalid("job type must match [a-z][a-z0-9_.-]{0,63}".into()));
+            return Err(Error::Invalid(
+                "job type must match [a-z][a-z0-9_.-]{0,63}".into(),
+            ));
         }
         if !valid_name(&self.queue) {
-            return Err(Error::Invalid("queue must match [a-z][a-z0-9_.-]{0,63}".into()));
+            return Err(Error::Invalid(
+                "queue must match [a-z][a-z0-9_.-]{0,63}".into(),
+            ));
         }
         if !(-100..=100).contains(&self.priority) {
-            return Err(Error::Invalid("priority must be between -100 and 100".into()));
+            return Err(Error::Invalid(
+                "priority must be between -100 and 100".into(),
+            ));
         }
         if !(1..=100).contains(&self.max_attempts) {
-            return Err(Error::Invalid("max_attempts must be between 1 and 100".into()));
+            return Err(Error::Invalid(
+                "max_attempts must be between 1 and 100".into(),
+            ));
         }
-        let size = serde_json::to_vec(&self.payload).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&self.payload)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_PAYLOAD_BYTES {
-            return Err(Error::Invalid(format!("payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")));
+            return Err(Error::Invalid(format!(
+                "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+            )));
         }
         if let Some(t) = self.timeout
             && (t.is_zero() || t > std::time::Duration::from_secs(86_400))
         {
-            return Err(Error::Invalid("timeout must be between 1 ms and 1 day".into()));
+            return Err(Error::Invalid(
+                "timeout must be between 1 ms and 1 day".into(),
+            ));
         }
         Ok(())
     }
@@ -103,7 +118,15 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Uuid> 
     let row = client
         .query_one(
             include_str!("../sql/queries/enqueue.sql"),
-            &[&job.job_type, &job.queue, &job.priority, &job.payload, &job.max_attempts, &job.run_at, &timeout],
+            &[
+                &job.job_type,
+                &job.queue,
+                &job.priority,
+                &job.payload,
+                &job.max_attempts,
+                &job.run_at,
+                &timeout,
+            ],
         )
         .await?;
     Ok(row.get(0))
@@ -175,7 +198,10 @@ pub async fn list(
     if let Some(s) = status
         && !STATUSES.contains(&s)
     {
-        return Err(Error::Invalid(format!("status must be one of {}", STATUSES.join(", "))));
+        return Err(Error::Invalid(format!(
+            "status must be one of {}",
+            STATUSES.join(", ")
+        )));
     }
     let limit = limit.clamp(1, 200);
     let sql = format!(
@@ -248,7 +274,10 @@ mod tests {
         let small = json!({"x": "y".repeat(100)});
         assert_eq!(bound_result(small.clone()), small);
         let big = json!({"x": "y".repeat(MAX_RESULT_BYTES)});
-        assert_eq!(bound_result(big), json!({"error": "Result too large", "truncated": true}));
+        assert_eq!(
+            bound_result(big),
+            json!({"error": "Result too large", "truncated": true})
+        );
     }
 
     #[test]

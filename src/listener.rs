@@ -32,7 +32,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: C
             Ok((client, mut rx)) => {
                 backoff.reset();
                 if connected_before {
-                    shared.stats.listener_reconnects.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .stats
+                        .listener_reconnects
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!("LISTEN connection re-established; catching up");
                 }
                 connected_before = true;
@@ -82,7 +85,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: C
 
 /// Connects, subscribes, and returns a channel of notification channel names
 /// that closes when the connection ends.
-async fn connect(shared: &Shared) -> Result<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>)> {
+async fn connect(
+    shared: &Shared,
+) -> Result<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>)> {
     let pg = crate::db::session_config(&shared.listen_url, &shared.db_config, APPLICATION_NAME);
     let (client, mut conn) = pg.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -104,7 +109,9 @@ async fn connect(shared: &Shared) -> Result<(tokio_postgres::Client, mpsc::Unbou
         }
     });
     client
-        .batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {FLAGS_CHANNEL};"))
+        .batch_execute(&format!(
+            "LISTEN {JOBS_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {FLAGS_CHANNEL};"
+        ))
         .await?;
     Ok((client, rx))
 }

@@ -49,17 +49,30 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 async fn tick(shared: &Shared) -> Result<Option<(u64, u64, u64)>> {
     let mut client = shared.pool.get().await.map_err(Error::from)?;
     let tx = client.transaction().await?;
-    let leader: bool = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RESCUER_LOCK]).await?.get(0);
+    let leader: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RESCUER_LOCK])
+        .await?
+        .get(0);
     if !leader {
         return Ok(None);
     }
-    let rescue = tx.prepare_cached(include_str!("../sql/queries/rescue.sql")).await?;
+    let rescue = tx
+        .prepare_cached(include_str!("../sql/queries/rescue.sql"))
+        .await?;
     let rows = tx.query(&rescue, &[&BATCH]).await?;
-    let failed = rows.iter().filter(|r| r.get::<_, &str>(1) == "failed").count() as u64;
+    let failed = rows
+        .iter()
+        .filter(|r| r.get::<_, &str>(1) == "failed")
+        .count() as u64;
     let requeued = rows.len() as u64 - failed;
-    let sweep = tx.prepare_cached(include_str!("../sql/queries/cancel_queued.sql")).await?;
+    let sweep = tx
+        .prepare_cached(include_str!("../sql/queries/cancel_queued.sql"))
+        .await?;
     let cancelled = tx.query(&sweep, &[&BATCH]).await?.len() as u64;
     tx.commit().await?;
-    shared.stats.rescued.fetch_add(requeued + failed, Ordering::Relaxed);
+    shared
+        .stats
+        .rescued
+        .fetch_add(requeued + failed, Ordering::Relaxed);
     Ok(Some((requeued, failed, cancelled)))
 }

@@ -30,10 +30,14 @@ const MIGRATION_LOCK: i64 = 0x6f70_7372_6d69_6772; // "opsrmigr"
 /// Applies every missing migration; returns the versions applied (empty when
 /// the database was already current).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = apply_missing(client).await;
     // Released even when a migration failed, so a retry does not wait forever.
-    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
     let applied = result?;
     unlock?;
     Ok(applied)
@@ -69,13 +73,19 @@ async fn apply_missing(client: &mut Client) -> Result<Vec<i32>> {
 /// `None` when the migrations table does not exist.
 async fn current_version_raw(client: &Client) -> Result<Option<i32>> {
     let row = client
-        .query_one("SELECT to_regclass('ops_schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('ops_schema_migrations') IS NOT NULL",
+            &[],
+        )
         .await?;
     if !row.get::<_, bool>(0) {
         return Ok(None);
     }
     let row = client
-        .query_one("SELECT coalesce(max(version), 0) FROM ops_schema_migrations", &[])
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM ops_schema_migrations",
+            &[],
+        )
         .await?;
     Ok(Some(row.get(0)))
 }

@@ -76,12 +76,18 @@ fn postgres_user() -> Result<Option<(u32, u32)>> {
     for line in passwd.lines() {
         let f: Vec<&str> = line.split(':').collect();
         if f.len() > 3 && f[0] == "postgres" {
-            let uid = f[2].parse().map_err(|_| err("bad uid for postgres in /etc/passwd"))?;
-            let gid = f[3].parse().map_err(|_| err("bad gid for postgres in /etc/passwd"))?;
+            let uid = f[2]
+                .parse()
+                .map_err(|_| err("bad uid for postgres in /etc/passwd"))?;
+            let gid = f[3]
+                .parse()
+                .map_err(|_| err("bad gid for postgres in /etc/passwd"))?;
             return Ok(Some((uid, gid)));
         }
     }
-    Err(err("running as root and there is no `postgres` user to run the throwaway cluster as"))
+    Err(err(
+        "running as root and there is no `postgres` user to run the throwaway cluster as",
+    ))
 }
 
 fn free_port() -> Result<u16> {
@@ -93,17 +99,36 @@ impl TempCluster {
     pub fn start() -> Result<Self> {
         let bindir = find_bindir()?;
         let run_as = postgres_user()?;
-        let base = std::env::temp_dir().join(format!("opsrunner-pg-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let base = std::env::temp_dir().join(format!(
+            "opsrunner-pg-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&base)?;
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(&base, Some(uid), Some(gid))?;
         }
-        let mut cluster = Self { dir: base, bindir, port: 0, run_as };
+        let mut cluster = Self {
+            dir: base,
+            bindir,
+            port: 0,
+            run_as,
+        };
         cluster.spawn_watcher()?;
         let data = cluster.dir.join("data");
         cluster.run(
             Command::new(cluster.bindir.join("initdb"))
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "--no-instructions", "-D"])
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                    "-D",
+                ])
                 .arg(&data),
             "initdb",
         )?;
@@ -140,10 +165,21 @@ impl TempCluster {
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
-        let out = cmd.stdin(Stdio::null()).output().map_err(|e| err(format!("{what}: {e}")))?;
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| err(format!("{what}: {e}")))?;
         if !out.status.success() {
             let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
-            let tail: String = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(err(format!(
                 "{what} failed: {}{}\n{tail}",
                 String::from_utf8_lossy(&out.stderr).trim(),
@@ -164,14 +200,20 @@ impl TempCluster {
             rm -rf "$2"
         "#;
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", script, "opsrunner-pg-watcher", &std::process::id().to_string()])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-c",
+            script,
+            "opsrunner-pg-watcher",
+            &std::process::id().to_string(),
+        ])
+        .arg(&self.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         // Its own process group: a Ctrl-C to ours must not kill it first.
         cmd.process_group(0);
-        cmd.spawn().map_err(|e| err(format!("cannot start the cleanup watcher: {e}")))?;
+        cmd.spawn()
+            .map_err(|e| err(format!("cannot start the cleanup watcher: {e}")))?;
         Ok(())
     }
 
@@ -195,7 +237,13 @@ impl TempCluster {
     /// Runs `pg_ctl` with the given arguments against this cluster as the right user.
     pub fn pg_ctl(&self, args: &[&str]) -> Result<()> {
         let data = self.data_dir();
-        self.run(Command::new(self.bindir.join("pg_ctl")).arg("-D").arg(&data).args(args), "pg_ctl")
+        self.run(
+            Command::new(self.bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .args(args),
+            "pg_ctl",
+        )
     }
 }
 

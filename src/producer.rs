@@ -95,12 +95,20 @@ impl Producer {
     async fn claim(&self, n: usize, types: &[String]) -> Result<Vec<ClaimedJob>> {
         let shared = &self.shared;
         let client = shared.pool.get().await.map_err(Error::from)?;
-        let stmt = client.prepare_cached(include_str!("../sql/queries/claim.sql")).await?;
-        let queues: Option<&Vec<String>> = (!shared.cfg.queues.is_empty()).then_some(&shared.cfg.queues);
+        let stmt = client
+            .prepare_cached(include_str!("../sql/queries/claim.sql"))
+            .await?;
+        let queues: Option<&Vec<String>> =
+            (!shared.cfg.queues.is_empty()).then_some(&shared.cfg.queues);
         let limit = n as i64;
         let lease = shared.cfg.lease.as_secs_f64();
-        let rows = client.query(&stmt, &[&types, &queues, &limit, &shared.owner, &lease]).await?;
-        shared.stats.claimed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let rows = client
+            .query(&stmt, &[&types, &queues, &limit, &shared.owner, &lease])
+            .await?;
+        shared
+            .stats
+            .claimed
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         Ok(rows
             .iter()
             .map(|r| ClaimedJob {
@@ -129,8 +137,16 @@ impl Producer {
             // Only registered types are claimed, so this is a bug; end the job
             // with an error rather than leave the row running.
             tracing::error!(job_type = %job.job_type, "claimed a job type with no handler");
-            let outcome = executor::Outcome::Failed("no handler registered for this job type".into());
-            let _ = self.completions.send(Completion { id: job.id, attempt: job.attempt, outcome }).await;
+            let outcome =
+                executor::Outcome::Failed("no handler registered for this job type".into());
+            let _ = self
+                .completions
+                .send(Completion {
+                    id: job.id,
+                    attempt: job.attempt,
+                    outcome,
+                })
+                .await;
             return;
         };
         let (token, reason) = self.shared.track_running(job.id, &self.jobs_root);
@@ -140,7 +156,8 @@ impl Producer {
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 tracing::debug!("started");
-                let completion = executor::execute(shared.clone(), job, handler, token, reason).await;
+                let completion =
+                    executor::execute(shared.clone(), job, handler, token, reason).await;
                 tracing::debug!(outcome = ?completion.outcome, "finished");
                 // Only fails when the completer is gone, i.e. after a forced
                 // stop: the lease expiry recovers the job then.

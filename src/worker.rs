@@ -74,17 +74,31 @@ pub(crate) struct Shared {
 impl Shared {
     /// Registered job types whose flag is on.
     pub fn enabled_job_types(&self) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.registry.job_types().filter(|t| self.flags.is_enabled(t)).map(String::from).collect();
+        let mut v: Vec<String> = self
+            .registry
+            .job_types()
+            .filter(|t| self.flags.is_enabled(t))
+            .map(String::from)
+            .collect();
         v.sort_unstable();
         v
     }
 
-    pub fn track_running(&self, id: Uuid, parent: &CancellationToken) -> (CancellationToken, Arc<OnceLock<CancelReason>>) {
+    pub fn track_running(
+        &self,
+        id: Uuid,
+        parent: &CancellationToken,
+    ) -> (CancellationToken, Arc<OnceLock<CancelReason>>) {
         let token = parent.child_token();
         let reason = Arc::new(OnceLock::new());
         if let Ok(mut m) = self.running.lock() {
-            m.insert(id, RunningJob { token: token.clone(), reason: reason.clone() });
+            m.insert(
+                id,
+                RunningJob {
+                    token: token.clone(),
+                    reason: reason.clone(),
+                },
+            );
         }
         (token, reason)
     }
@@ -98,7 +112,10 @@ impl Shared {
     }
 
     pub fn running_ids(&self) -> Vec<Uuid> {
-        self.running.lock().map(|m| m.keys().copied().collect()).unwrap_or_default()
+        self.running
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn cancel_running(&self, id: Uuid, why: CancelReason) {
@@ -135,7 +152,11 @@ impl Worker {
     /// Builds the worker; connects nothing yet.
     pub fn new(config: &Config, registry: Registry) -> Result<Self> {
         config.settings.validate()?;
-        let pool = crate::db::pool(&config.database_url, &config.settings.db, "opsrunner-worker")?;
+        let pool = crate::db::pool(
+            &config.database_url,
+            &config.settings.db,
+            "opsrunner-worker",
+        )?;
         let shared = Shared {
             cfg: config.settings.worker.clone(),
             db_config: config.settings.db.clone(),
@@ -153,7 +174,10 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
         };
         let (ready_tx, _) = watch::channel(false);
-        Ok(Self { shared: Arc::new(shared), ready_tx })
+        Ok(Self {
+            shared: Arc::new(shared),
+            ready_tx,
+        })
     }
 
     /// Becomes true once LISTEN is established and the first fetch is due.
@@ -190,15 +214,26 @@ impl Worker {
 
         let background = CancellationToken::new();
         let tasks = vec![
-            tokio::spawn(crate::listener::run(shared.clone(), self.ready_tx.clone(), background.clone())),
-            tokio::spawn(crate::flags::run_reloader(shared.clone(), background.clone())),
+            tokio::spawn(crate::listener::run(
+                shared.clone(),
+                self.ready_tx.clone(),
+                background.clone(),
+            )),
+            tokio::spawn(crate::flags::run_reloader(
+                shared.clone(),
+                background.clone(),
+            )),
             tokio::spawn(crate::heartbeat::run(shared.clone(), background.clone())),
             tokio::spawn(crate::maintenance::run(shared.clone(), background.clone())),
         ];
 
         let (completions_tx, completions_rx) = mpsc::channel(shared.cfg.completion_batch * 4);
         let give_up = CancellationToken::new();
-        let completer = tokio::spawn(crate::completer::run(shared.clone(), completions_rx, give_up.clone()));
+        let completer = tokio::spawn(crate::completer::run(
+            shared.clone(),
+            completions_rx,
+            give_up.clone(),
+        ));
 
         let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
         let tracker = TaskTracker::new();
@@ -217,16 +252,28 @@ impl Worker {
         let running = shared.running_ids().len();
         tracing::info!(running, timeout = ?shared.cfg.shutdown_timeout, "stopping: claiming stopped, draining running jobs");
         tracker.close();
-        if tokio::time::timeout(shared.cfg.shutdown_timeout, tracker.wait()).await.is_err() {
-            tracing::warn!("drain timeout reached; cancelling running jobs and returning them to the queue");
+        if tokio::time::timeout(shared.cfg.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "drain timeout reached; cancelling running jobs and returning them to the queue"
+            );
             jobs_root.cancel();
             // Executors abandon handlers that ignore the token after cancel_grace.
-            let _ = tokio::time::timeout(shared.cfg.cancel_grace + Duration::from_secs(1), tracker.wait()).await;
+            let _ = tokio::time::timeout(
+                shared.cfg.cancel_grace + Duration::from_secs(1),
+                tracker.wait(),
+            )
+            .await;
         }
         // All senders are gone once the executors are: the completer drains
         // what is left, and gets a bounded time to do so.
         let mut completer = completer;
-        if tokio::time::timeout(Duration::from_secs(10), &mut completer).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), &mut completer)
+            .await
+            .is_err()
+        {
             give_up.cancel();
             let _ = completer.await;
         }

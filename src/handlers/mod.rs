@@ -88,7 +88,8 @@ impl Registry {
             crate::jobs::valid_name(job_type),
             "job type {job_type:?} is not [a-z][a-z0-9_.-]{{0,63}}"
         );
-        self.handlers.insert(job_type.to_string(), Arc::new(handler));
+        self.handlers
+            .insert(job_type.to_string(), Arc::new(handler));
         self
     }
 
@@ -105,6 +106,8 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut types: Vec<_> = self.job_types().collect();
         types.sort_unstable();
-        f.debug_struct("Registry").field("job_types", &types).finish()
+        f.debug_struct("Registry")
+            .field("job_types", &types)
+            .finish()
     }
 }

@@ -21,7 +21,9 @@ pub async fn handle(job: JobContext) -> HandlerResult {
         HandlerError::Permanent(format!("sleep expects a payload like {{\"ms\": 250}}: {e}"))
     })?;
     if p.ms > MAX_MS {
-        return Err(HandlerError::Permanent(format!("sleep ms must be at most {MAX_MS}")));
+        return Err(HandlerError::Permanent(format!(
+            "sleep ms must be at most {MAX_MS}"
+        )));
     }
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(p.ms)) => Ok(json!({ "slept_ms": p.ms })),
@@ -48,8 +50,16 @@ mod tests {
 
     #[tokio::test]
     async fn bad_payload_is_a_permanent_error() {
-        for p in [json!({}), json!({"ms": "x"}), json!({"ms": 1, "extra": 2}), json!([1])] {
-            assert!(matches!(handle(ctx(p)).await, Err(HandlerError::Permanent(_))));
+        for p in [
+            json!({}),
+            json!({"ms": "x"}),
+            json!({"ms": 1, "extra": 2}),
+            json!([1]),
+        ] {
+            assert!(matches!(
+                handle(ctx(p)).await,
+                Err(HandlerError::Permanent(_))
+            ));
         }
     }
 
@@ -59,7 +69,10 @@ mod tests {
         let token = c.cancel.clone();
         let task = tokio::spawn(handle(c));
         token.cancel();
-        let r = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(r.is_err());
     }
 }

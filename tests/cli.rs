@@ -1,0 +1,187 @@
+//! The `opsrunner` binary: start-up validation, migrations, operator commands, dev.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn opsrunner(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_opsrunner"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("OPSRUNNER_LOG__FORMAT", "json")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run opsrunner")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn missing_database_url_fails_at_once_naming_the_variable() {
+    for cmd in ["worker", "migrate", "check"] {
+        let o = opsrunner(&[cmd], &[]);
+        assert!(!o.status.success());
+        assert!(
+            text(&o).contains("DATABASE_URL is not set"),
+            "{cmd}: {}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn a_non_postgres_url_is_refused_without_printing_its_password() {
+    let o = opsrunner(
+        &["worker"],
+        &[("DATABASE_URL", "sqlite://admin:Pa55word-xyz@x.db")],
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("DATABASE_URL") && t.contains("sqlite"), "{t}");
+    assert!(!t.contains("Pa55word-xyz"), "{t}");
+}
+
+#[test]
+fn an_unreachable_database_error_does_not_print_the_password() {
+    let o = opsrunner(
+        &["check"],
+        &[(
+            "DATABASE_URL",
+            "postgres://app:Pa55word-xyz@127.0.0.1:1/ops",
+        )],
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(!t.contains("Pa55word-xyz"), "{t}");
+    assert!(t.contains("error"), "{t}");
+}
+
+#[test]
+fn a_bad_setting_fails_at_start_up_naming_its_variable() {
+    let o = opsrunner(
+        &["worker"],
+        &[
+            ("DATABASE_URL", "postgres://u@127.0.0.1:1/x"),
+            ("OPSRUNNER_WORKER__CONCURRENCY", "many"),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("OPSRUNNER_WORKER__CONCURRENCY"),
+        "{}",
+        text(&o)
+    );
+    let o = opsrunner(
+        &["worker"],
+        &[
+            ("DATABASE_URL", "postgres://u@127.0.0.1:1/x"),
+            ("OPSRUNNER_WORKER__CONCURRENCY", "0"),
+        ],
+    );
+    assert!(
+        text(&o).contains("OPSRUNNER_WORKER__CONCURRENCY"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_twice_is_a_no_op() {
+    let db = fresh_db().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let first = opsrunner(&["migrate"], &env);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("applied migrations [1]"),
+        "{}",
+        text(&first)
+    );
+    let c = db.client().await;
+    let snapshot = || async {
+        c.query_one(
+            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace),
+                    (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal),
+                    (SELECT count(*) FROM ops_schema_migrations)",
+            &[],
+        )
+        .await
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)))
+        .unwrap()
+    };
+    let before = snapshot().await;
+    let second = opsrunner(&["migrate"], &env);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("schema is up to date"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(snapshot().await, before);
+    let check = opsrunner(&["check"], &env);
+    assert!(check.status.success(), "{}", text(&check));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_refuses_an_unmigrated_database() {
+    let db = fresh_db().await;
+    let o = opsrunner(&["worker"], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("run `opsrunner migrate`"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_then_jobs_list_and_show() {
+    let db = migrated_db().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let o = opsrunner(
+        &[
+            "enqueue",
+            "sleep",
+            "--payload",
+            r#"{"ms": 5}"#,
+            "--priority",
+            "-5",
+            "--timeout",
+            "30s",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    uuid::Uuid::parse_str(&id).expect("enqueue prints the id");
+    let list = opsrunner(&["jobs", "list", "--json"], &env);
+    let jobs: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json list");
+    assert_eq!(jobs[0]["id"], id.as_str());
+    assert_eq!(jobs[0]["status"], "queued");
+    let show = opsrunner(&["jobs", "show", &id, "--json"], &env);
+    let job: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json show");
+    assert_eq!(job["payload"]["ms"], 5);
+    assert_eq!(job["priority"], -5);
+    let bad = opsrunner(&["enqueue", "sleep", "--payload", "{not json"], &env);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("--payload is not valid JSON"),
+        "{}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn dev_runs_a_demo_job_to_success_on_a_throwaway_cluster() {
+    let o = opsrunner(&["dev", "--exit-after-demo"], &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let q = t.find("status: queued").expect(&t);
+    let r = t.find("status: running").expect(&t);
+    let s = t.find("status: succeeded").expect(&t);
+    assert!(q < r && r < s, "{t}");
+}

@@ -1,0 +1,304 @@
+//! Test harness: every test gets its own database on a real PostgreSQL
+//! server: the one `DATABASE_URL` names, or else a throwaway cluster started
+//! once per test binary from the local binaries (removed when the binary exits).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use opsrunner::config::{Config, DbUrl, Settings};
+use opsrunner::pgtemp::TempCluster;
+use opsrunner::{Registry, Stats, Worker};
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+pub struct Server {
+    admin_url: String,
+    /// Only for a throwaway cluster: test databases die with it.
+    cluster: Option<TempCluster>,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+
+pub fn server() -> &'static Server {
+    let s = SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(Server {
+            admin_url: url,
+            cluster: None,
+        }),
+        _ => TempCluster::start()
+            .map(|c| Server {
+                admin_url: c.url("postgres"),
+                cluster: Some(c),
+            })
+            .map_err(|e| e.to_string()),
+    });
+    match s {
+        Ok(s) => s,
+        Err(e) => panic!("no PostgreSQL for tests: {e}"),
+    }
+}
+
+impl Server {
+    pub fn cluster(&self) -> Option<&TempCluster> {
+        self.cluster.as_ref()
+    }
+}
+
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn db_url(&self) -> DbUrl {
+        DbUrl::parse(&self.url, "DATABASE_URL").expect("test URL parses")
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+
+    /// A worker config with short intervals so that tests finish quickly.
+    pub fn config(&self, tweak: impl FnOnce(&mut Settings)) -> Config {
+        let mut s = fast_settings();
+        tweak(&mut s);
+        Config::with_url(s, self.db_url()).expect("config")
+    }
+}
+
+pub fn fast_settings() -> Settings {
+    let mut s = Settings::default();
+    let w = &mut s.worker;
+    w.poll_interval = Duration::from_millis(500);
+    w.lease = Duration::from_secs(2);
+    w.heartbeat_interval = Duration::from_millis(400);
+    w.rescue_interval = Duration::from_millis(300);
+    w.flags_reload_interval = Duration::from_millis(500);
+    w.shutdown_timeout = Duration::from_secs(5);
+    w.cancel_grace = Duration::from_secs(1);
+    w.backoff_base = Duration::from_millis(10);
+    w.backoff_max = Duration::from_millis(100);
+    s.db.pool_size = 4;
+    s
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if server().cluster.is_some() {
+            return; // the cluster goes away with the process
+        }
+        let admin = server().admin_url.clone();
+        let name = self.name.clone();
+        // Drop cannot be async; a short-lived runtime on its own thread can.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to test database");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    c
+}
+
+/// An empty database.
+pub async fn fresh_db() -> TestDb {
+    let srv = server();
+    let name = format!("opsrunner_t_{:016x}", rand::random::<u64>());
+    let admin = connect(&srv.admin_url).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
+    let mut url =
+        url::Url::parse(&srv.admin_url).expect("DATABASE_URL must be a URL for the tests");
+    url.set_path(&format!("/{name}"));
+    TestDb {
+        url: url.to_string(),
+        name,
+    }
+}
+
+/// A database with the schema applied.
+pub async fn migrated_db() -> TestDb {
+    let db = fresh_db().await;
+    let mut c = db.client().await;
+    opsrunner::migrate::migrate(&mut c).await.expect("migrate");
+    db
+}
+
+pub async fn enable(client: &tokio_postgres::Client, flags: &[&str]) {
+    for f in flags {
+        opsrunner::flags::set(client, f, true, Some("test"), "tests")
+            .await
+            .expect("enable flag");
+    }
+}
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<opsrunner::Result<()>>,
+    pub stats: Arc<Stats>,
+    pub owner: String,
+}
+
+impl RunningWorker {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("worker stops within 30 s")
+            .expect("worker task")
+            .expect("worker run");
+    }
+}
+
+pub async fn start_worker(config: &Config, registry: Registry) -> RunningWorker {
+    let worker = Worker::new(config, registry).expect("worker");
+    let mut ready = worker.ready();
+    let stats = worker.stats();
+    let owner = worker.owner().to_string();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
+        .await
+        .expect("worker ready within 30 s")
+        .expect("ready channel");
+    RunningWorker {
+        stop,
+        task,
+        stats,
+        owner,
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit` with `what`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn status(client: &tokio_postgres::Client, id: uuid::Uuid) -> String {
+    client
+        .query_one("SELECT status::text FROM ops_jobs WHERE id = $1", &[&id])
+        .await
+        .expect("job row")
+        .get(0)
+}
+
+pub async fn insert_job(
+    client: &tokio_postgres::Client,
+    job_type: &str,
+    payload: serde_json::Value,
+) -> uuid::Uuid {
+    client
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, payload) VALUES ($1, $2) RETURNING id",
+            &[&job_type, &payload],
+        )
+        .await
+        .expect("insert job")
+        .get(0)
+}
+
+/// A worker as a separate `opsrunner worker` process, for kill and signal tests.
+pub struct WorkerProcess {
+    pub child: tokio::process::Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl WorkerProcess {
+    pub async fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrunner"));
+        cmd.arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("OPSRUNNER_LOG__FORMAT", "json")
+            .env("OPSRUNNER_WORKER__POLL_INTERVAL", "500ms")
+            .env("OPSRUNNER_WORKER__LEASE", "2s")
+            .env("OPSRUNNER_WORKER__HEARTBEAT_INTERVAL", "400ms")
+            .env("OPSRUNNER_WORKER__RESCUE_INTERVAL", "300ms")
+            .env("OPSRUNNER_WORKER__CANCEL_GRACE", "1s")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn opsrunner worker");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            let mut ready_tx = Some(ready_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("worker ready")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .is_err()
+        {
+            panic!(
+                "worker process not ready in 30 s; log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running child") as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}

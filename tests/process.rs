@@ -1,0 +1,133 @@
+//! Real `opsrunner worker` processes: killed, signalled, replaced.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_sigkill_mid_job_has_its_job_rescued_and_completed_by_another() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["sleep"]).await;
+    let mut a = WorkerProcess::start(&db, &[]).await;
+    let id = insert_job(&c, "sleep", json!({"ms": 1500})).await;
+    let owner_a: String = wait_for(Duration::from_secs(10), "A to claim the job", || async {
+        c.query_opt(
+            "SELECT lease_owner FROM ops_jobs WHERE id = $1 AND status = 'running'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+    })
+    .await;
+    assert!(
+        owner_a.contains(&format!(":{}:", a.pid())),
+        "{owner_a} should name pid {}",
+        a.pid()
+    );
+    a.signal(libc::SIGKILL);
+    let _ = a.child.wait().await;
+
+    let b = WorkerProcess::start(&db, &[]).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the job to be rescued and succeed",
+        || async { (status(&c, id).await == "succeeded").then_some(()) },
+    )
+    .await;
+    let row = c
+        .query_one(
+            "SELECT attempt, lease_owner FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2, "the killed attempt counts");
+    let owner_b: String = row.get(1);
+    assert!(owner_b.contains(&format!(":{}:", b.pid())), "{owner_b}");
+    let trail: Vec<(String, Option<String>)> = c
+        .query(
+            "SELECT to_status::text, detail FROM ops_job_events WHERE job_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let statuses: Vec<&str> = trail.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["running", "queued", "running", "succeeded"]);
+    assert!(
+        trail[1]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("lease expired"),
+        "{trail:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_running_jobs_and_exits_zero() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["sleep"]).await;
+    let mut w = WorkerProcess::start(&db, &[("OPSRUNNER_WORKER__SHUTDOWN_TIMEOUT", "20s")]).await;
+    let id = insert_job(&c, "sleep", json!({"ms": 1500})).await;
+    wait_for(Duration::from_secs(10), "the job to start", || async {
+        (status(&c, id).await == "running").then_some(())
+    })
+    .await;
+    w.signal(libc::SIGTERM);
+    // A job inserted after SIGTERM must not be claimed by the stopping worker.
+    let late = insert_job(&c, "sleep", json!({"ms": 10})).await;
+    let code = tokio::time::timeout(Duration::from_secs(30), w.child.wait())
+        .await
+        .expect("worker exits")
+        .expect("wait");
+    assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
+    assert_eq!(
+        status(&c, id).await,
+        "succeeded",
+        "the running job finished"
+    );
+    assert_eq!(
+        status(&c, late).await,
+        "queued",
+        "nothing claimed after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_returns_jobs_longer_than_the_drain_timeout_to_the_queue_without_burning_an_attempt()
+ {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["sleep"]).await;
+    let mut w = WorkerProcess::start(&db, &[("OPSRUNNER_WORKER__SHUTDOWN_TIMEOUT", "500ms")]).await;
+    let id = insert_job(&c, "sleep", json!({"ms": 60000})).await;
+    wait_for(Duration::from_secs(10), "the job to start", || async {
+        (status(&c, id).await == "running").then_some(())
+    })
+    .await;
+    w.signal(libc::SIGTERM);
+    let code = tokio::time::timeout(Duration::from_secs(20), w.child.wait())
+        .await
+        .expect("worker exits")
+        .expect("wait");
+    assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
+    let row = c
+        .query_one(
+            "SELECT status::text, attempt, lease_expires_at IS NULL FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, i32>(1), 0, "the attempt was refunded");
+    assert!(row.get::<_, bool>(2));
+}

@@ -1,0 +1,506 @@
+//! Worker behaviour against a real PostgreSQL, with in-process workers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use opsrunner::{HandlerError, JobContext, Registry};
+use serde_json::json;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_inserted_by_plain_sql_is_picked_up_through_notify_before_the_poll_interval() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["noop"]).await;
+    let cfg = db.config(|s| s.worker.poll_interval = Duration::from_secs(10));
+    let w = start_worker(&cfg, Registry::with_builtins()).await;
+    // Let the start-up fetch pass so only a NOTIFY can wake the claimer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let id = insert_job(&c, "noop", json!({})).await;
+    wait_for(Duration::from_secs(5), "the job to succeed", || async {
+        (status(&c, id).await == "succeeded").then_some(())
+    })
+    .await;
+    // The poll interval is 10 s: only the NOTIFY path can be this quick.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        w.stats.poll_claims.load(Ordering::Relaxed),
+        0,
+        "claimed by a poll, not a notify"
+    );
+    assert!(w.stats.notify_claims.load(Ordering::Relaxed) >= 1);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_insert_of_10000_rows_sends_one_notification() {
+    let db = migrated_db().await;
+    let url = db.url.clone();
+    let (listener, mut conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut s = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = s.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.channel().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN ops_jobs").await.unwrap();
+    let c = db.client().await;
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload) SELECT 'noop', jsonb_build_object('i', g) FROM generate_series(1, 10000) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    // A round trip on the listening connection flushes any pending notification.
+    listener.simple_query("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut n = 0;
+    while rx.try_recv().is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 1, "one notification per statement");
+}
+
+/// Counts executions per job id across all workers.
+fn counting_registry(counts: Arc<Mutex<HashMap<Uuid, u32>>>) -> Registry {
+    let mut r = Registry::new();
+    r.register("count", move |job: JobContext| {
+        let counts = counts.clone();
+        async move {
+            *counts.lock().unwrap().entry(job.id).or_default() += 1;
+            Ok(json!({}))
+        }
+    });
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_jobs_over_four_concurrent_workers_each_run_exactly_once() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["count"]).await;
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let cfg = db.config(|s| s.worker.concurrency = 8);
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        workers.push(start_worker(&cfg, counting_registry(counts.clone())).await);
+    }
+    // Inserted in several statements while the workers compete.
+    for chunk in 0..10 {
+        c.execute(
+            "INSERT INTO ops_jobs (job_type, payload) SELECT 'count', jsonb_build_object('i', g) FROM generate_series(1, 100) g",
+            &[],
+        )
+        .await
+        .unwrap();
+        if chunk % 3 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for(
+        Duration::from_secs(60),
+        "all 1000 jobs to succeed",
+        || async {
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM ops_jobs WHERE status = 'succeeded'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (n == 1000).then_some(())
+        },
+    )
+    .await;
+    let mut per_worker = Vec::new();
+    for w in workers {
+        per_worker.push(w.stats.succeeded.load(Ordering::Relaxed));
+        w.shutdown().await;
+    }
+    let counts = counts.lock().unwrap();
+    assert_eq!(counts.len(), 1000, "every job ran");
+    assert!(counts.values().all(|&n| n == 1), "a job ran twice");
+    assert_eq!(
+        per_worker.iter().sum::<u64>(),
+        1000,
+        "per worker: {per_worker:?}"
+    );
+    assert!(
+        per_worker.iter().filter(|&&n| n > 0).count() >= 2,
+        "work was shared: {per_worker:?}"
+    );
+    let row = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE attempt <> 1), (SELECT count(*) FROM ops_job_events WHERE to_status = 'running') FROM ops_jobs",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "no job needed a second attempt");
+    assert_eq!(row.get::<_, i64>(1), 1000, "exactly one claim per job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_retries_with_backoff_then_ends_failed_with_a_bounded_error() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["flaky"]).await;
+    let mut r = Registry::new();
+    r.register("flaky", |job: JobContext| async move {
+        Err::<serde_json::Value, _>(HandlerError::Retryable(format!(
+            "attempt {} failed: {}",
+            job.attempt,
+            "x".repeat(5000)
+        )))
+    });
+    let w = start_worker(&db.config(|_| {}), r).await;
+    let id: Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('flaky', 3) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    wait_for(Duration::from_secs(20), "the job to fail", || async {
+        (status(&c, id).await == "failed").then_some(())
+    })
+    .await;
+    let row = c
+        .query_one(
+            "SELECT attempt, error, finished_at IS NOT NULL FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    let error: String = row.get(1);
+    assert!(
+        error.chars().count() <= 500,
+        "error is {} chars",
+        error.chars().count()
+    );
+    assert!(error.starts_with("attempt 3 failed"), "{error}");
+    assert!(row.get::<_, bool>(2));
+    let transitions: Vec<String> = c
+        .query(
+            "SELECT to_status::text FROM ops_job_events WHERE job_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            "running", "queued", "running", "queued", "running", "failed"
+        ]
+    );
+    assert_eq!(w.stats.retried.load(Ordering::Relaxed), 2);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_payload_fails_the_job_at_once_and_the_worker_keeps_running() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["sleep", "noop", "boom"]).await;
+    let mut r = Registry::with_builtins();
+    r.register("boom", |_job: JobContext| async move {
+        if true {
+            panic!("handler bug");
+        }
+        Ok(json!({}))
+    });
+    let w = start_worker(&db.config(|_| {}), r).await;
+    let bad = insert_job(&c, "sleep", json!({"ms": "soon"})).await;
+    let panicking: Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('boom', 1) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for id in [bad, panicking] {
+        wait_for(Duration::from_secs(10), "the bad job to fail", || async {
+            (status(&c, id).await == "failed").then_some(())
+        })
+        .await;
+    }
+    let errs: Vec<(i32, String)> = c
+        .query(
+            "SELECT attempt, error FROM ops_jobs WHERE id = ANY($1) ORDER BY job_type DESC",
+            &[&vec![bad, panicking]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(errs[0].0, 1, "a permanent error is not retried");
+    assert!(
+        errs[0].1.contains("sleep expects a payload"),
+        "{}",
+        errs[0].1
+    );
+    assert!(
+        errs[1].1.contains("handler panicked: handler bug"),
+        "{}",
+        errs[1].1
+    );
+    // Still alive and working.
+    let ok = insert_job(&c, "noop", json!({})).await;
+    wait_for(
+        Duration::from_secs(10),
+        "a later job to succeed",
+        || async { (status(&c, ok).await == "succeeded").then_some(()) },
+    )
+    .await;
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_result_is_replaced_by_the_truncation_marker() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["big", "fits"]).await;
+    let mut r = Registry::new();
+    r.register("big", |_job: JobContext| async move {
+        Ok(json!({ "blob": "x".repeat(20_000) }))
+    });
+    r.register("fits", |_job: JobContext| async move {
+        Ok(json!({ "blob": "x".repeat(9_000) }))
+    });
+    let w = start_worker(&db.config(|_| {}), r).await;
+    let big = insert_job(&c, "big", json!({})).await;
+    let fits = insert_job(&c, "fits", json!({})).await;
+    for id in [big, fits] {
+        wait_for(Duration::from_secs(10), "the job to succeed", || async {
+            (status(&c, id).await == "succeeded").then_some(())
+        })
+        .await;
+    }
+    let result = |id| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT result FROM ops_jobs WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, serde_json::Value>(0)
+        }
+    };
+    assert_eq!(
+        result(big).await,
+        json!({"error": "Result too large", "truncated": true})
+    );
+    assert_eq!(result(fits).await["blob"].as_str().unwrap().len(), 9_000);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_restart() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    // No flag row at all: absent means off.
+    let w = start_worker(&db.config(|_| {}), Registry::with_builtins()).await;
+    let id = insert_job(&c, "noop", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // three poll intervals
+    assert_eq!(status(&c, id).await, "queued");
+    opsrunner::flags::set(&c, "noop", false, Some("explicitly off"), "tests")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let row = c
+        .query_one(
+            "SELECT status::text, attempt FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1)),
+        ("queued".into(), 0)
+    );
+
+    opsrunner::flags::set(&c, "noop", true, Some("go"), "tests")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the job to run once its flag is on",
+        || async { (status(&c, id).await == "succeeded").then_some(()) },
+    )
+    .await;
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_still_picked_up_after_the_listen_connection_is_terminated() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["noop"]).await;
+    // A poll interval far beyond the test: pickups must come from NOTIFY or
+    // the catch-up fetch after the reconnect.
+    let w = start_worker(
+        &db.config(|s| s.worker.poll_interval = Duration::from_secs(60)),
+        Registry::with_builtins(),
+    )
+    .await;
+    let listener_pid = || async {
+        c.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'opsrunner-listener'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get::<_, i32>(0))
+    };
+    let old = wait_for(Duration::from_secs(5), "the listener session", listener_pid).await;
+    let killed: bool = c
+        .query_one("SELECT pg_terminate_backend($1)", &[&old])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    // Inserted while the listener is down: only the catch-up fetch finds it.
+    let during = insert_job(&c, "noop", json!({})).await;
+    let new = wait_for(
+        Duration::from_secs(10),
+        "a new listener session",
+        || async { listener_pid().await.filter(|p| *p != old) },
+    )
+    .await;
+    assert_ne!(new, old);
+    wait_for(
+        Duration::from_secs(10),
+        "the job inserted during the outage",
+        || async { (status(&c, during).await == "succeeded").then_some(()) },
+    )
+    .await;
+    // And NOTIFY works again on the new connection.
+    let after = insert_job(&c, "noop", json!({})).await;
+    wait_for(
+        Duration::from_secs(10),
+        "the job inserted after reconnect",
+        || async { (status(&c, after).await == "succeeded").then_some(()) },
+    )
+    .await;
+    assert!(w.stats.listener_reconnects.load(Ordering::Relaxed) >= 1);
+    assert_eq!(w.stats.poll_claims.load(Ordering::Relaxed), 0);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_worker_cannot_complete_an_attempt_that_was_reclaimed() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["slow"]).await;
+    // Worker A runs the job but its heartbeat is too slow to keep the lease:
+    // the rescuer (in worker B) requeues it and B runs it again.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut ra = Registry::new();
+    let gate = release.clone();
+    ra.register("slow", move |_job: JobContext| {
+        let gate = gate.clone();
+        async move {
+            gate.notified().await;
+            Ok(json!({"by": "a"}))
+        }
+    });
+    let mut rb = Registry::new();
+    rb.register(
+        "slow",
+        |_job: JobContext| async move { Ok(json!({"by": "b"})) },
+    );
+    let id = insert_job(&c, "slow", json!({})).await;
+    let a = start_worker(
+        &db.config(|s| {
+            // One slot, held by the stuck attempt; a heartbeat too rare to
+            // notice the theft, so the stale completion reaches the fence.
+            s.worker.concurrency = 1;
+            s.worker.lease = Duration::from_secs(120);
+            s.worker.heartbeat_interval = Duration::from_secs(60);
+        }),
+        ra,
+    )
+    .await;
+    wait_for(Duration::from_secs(5), "A to claim", || async {
+        (status(&c, id).await == "running").then_some(())
+    })
+    .await;
+    // Stop A's heartbeats from reaching the row: steal the lease by SQL, as a
+    // rescuer would after a network partition.
+    c.execute(
+        "UPDATE ops_jobs SET status = 'queued', lease_expires_at = NULL, run_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let b = start_worker(&db.config(|_| {}), rb).await;
+    wait_for(Duration::from_secs(10), "B to finish attempt 2", || async {
+        (status(&c, id).await == "succeeded").then_some(())
+    })
+    .await;
+    release.notify_one(); // A finishes its stale attempt 1 now
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = c
+        .query_one(
+            "SELECT attempt, result, lease_owner FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    assert_eq!(row.get::<_, serde_json::Value>(1), json!({"by": "b"}));
+    assert_eq!(row.get::<_, String>(2), b.owner);
+    assert_eq!(
+        a.stats.stale_completions.load(Ordering::Relaxed),
+        1,
+        "A's completion was refused"
+    );
+    assert_eq!(a.stats.succeeded.load(Ordering::Relaxed), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_with_cancel_requested_is_cancelled_without_running() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["count"]).await;
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let id: Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, cancel_requested) VALUES ('count', true) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let w = start_worker(&db.config(|_| {}), counting_registry(counts.clone())).await;
+    wait_for(
+        Duration::from_secs(10),
+        "the job to be cancelled",
+        || async { (status(&c, id).await == "cancelled").then_some(()) },
+    )
+    .await;
+    assert!(counts.lock().unwrap().is_empty(), "the handler ran");
+    w.shutdown().await;
+}
