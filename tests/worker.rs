@@ -412,22 +412,24 @@ async fn a_zombie_worker_cannot_complete_an_attempt_that_was_reclaimed() {
     let db = migrated_db().await;
     let c = db.client().await;
     enable(&c, &["slow"]).await;
-    // Worker A runs the job but its heartbeat is too slow to keep the lease:
-    // the rescuer (in worker B) requeues it and B runs it again.
-    let release = Arc::new(tokio::sync::Notify::new());
-    let mut ra = Registry::new();
-    let gate = release.clone();
-    ra.register("slow", move |_job: JobContext| {
-        let gate = gate.clone();
-        async move {
-            gate.notified().await;
-            Ok(json!({"by": "a"}))
-        }
-    });
-    let mut rb = Registry::new();
-    rb.register(
-        "slow",
-        |_job: JobContext| async move { Ok(json!({"by": "b"})) },
+    // Worker A claims attempt 1 and gets stuck; the job is taken from it (as
+    // the rescuer would after A lost the database longer than its lease) and
+    // worker B claims attempt 2. A then finishes while B is still running:
+    // A's write must not touch B's attempt.
+    fn gated(gate: Arc<tokio::sync::Notify>, who: &'static str) -> Registry {
+        let mut r = Registry::new();
+        r.register("slow", move |_job: JobContext| {
+            let gate = gate.clone();
+            async move {
+                gate.notified().await;
+                Ok(json!({ "by": who }))
+            }
+        });
+        r
+    }
+    let (gate_a, gate_b) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
     );
     let id = insert_job(&c, "slow", json!({})).await;
     let a = start_worker(
@@ -438,44 +440,70 @@ async fn a_zombie_worker_cannot_complete_an_attempt_that_was_reclaimed() {
             s.worker.lease = Duration::from_secs(120);
             s.worker.heartbeat_interval = Duration::from_secs(60);
         }),
-        ra,
+        gated(gate_a.clone(), "a"),
     )
     .await;
     wait_for(Duration::from_secs(5), "A to claim", || async {
         (status(&c, id).await == "running").then_some(())
     })
     .await;
-    // Stop A's heartbeats from reaching the row: steal the lease by SQL, as a
-    // rescuer would after a network partition.
     c.execute(
         "UPDATE ops_jobs SET status = 'queued', lease_expires_at = NULL, run_at = now() WHERE id = $1",
         &[&id],
     )
     .await
     .unwrap();
-    let b = start_worker(&db.config(|_| {}), rb).await;
-    wait_for(Duration::from_secs(10), "B to finish attempt 2", || async {
-        (status(&c, id).await == "succeeded").then_some(())
+    let b = start_worker(&db.config(|_| {}), gated(gate_b.clone(), "b")).await;
+    let b_owner = b.owner.clone();
+    wait_for(Duration::from_secs(10), "B to claim attempt 2", || async {
+        let r = c
+            .query_one(
+                "SELECT status::text, attempt, lease_owner FROM ops_jobs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (r.get::<_, String>(0) == "running"
+            && r.get::<_, i32>(1) == 2
+            && r.get::<_, String>(2) == b_owner)
+            .then_some(())
     })
     .await;
-    release.notify_one(); // A finishes its stale attempt 1 now
-    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    gate_a.notify_one(); // the zombie finishes attempt 1 now
+    wait_for(
+        Duration::from_secs(10),
+        "A's completion to be refused",
+        || async { (a.stats.stale_completions.load(Ordering::Relaxed) == 1).then_some(()) },
+    )
+    .await;
     let row = c
         .query_one(
-            "SELECT attempt, result, lease_owner FROM ops_jobs WHERE id = $1",
+            "SELECT status::text, attempt, result IS NULL FROM ops_jobs WHERE id = $1",
             &[&id],
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i32>(0), 2);
-    assert_eq!(row.get::<_, serde_json::Value>(1), json!({"by": "b"}));
-    assert_eq!(row.get::<_, String>(2), b.owner);
     assert_eq!(
-        a.stats.stale_completions.load(Ordering::Relaxed),
-        1,
-        "A's completion was refused"
+        row.get::<_, String>(0),
+        "running",
+        "B's attempt is untouched"
     );
+    assert_eq!(row.get::<_, i32>(1), 2);
+    assert!(row.get::<_, bool>(2));
     assert_eq!(a.stats.succeeded.load(Ordering::Relaxed), 0);
+
+    gate_b.notify_one();
+    wait_for(Duration::from_secs(10), "B to finish attempt 2", || async {
+        (status(&c, id).await == "succeeded").then_some(())
+    })
+    .await;
+    let result: serde_json::Value = c
+        .query_one("SELECT result FROM ops_jobs WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(result, json!({"by": "b"}));
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -17,6 +17,10 @@ struct Payload {
 }
 
 pub async fn handle(job: JobContext) -> HandlerResult {
+    // serde would also accept `[250]` for a struct; only an object is meant.
+    if !job.payload.is_object() {
+        return Err(HandlerError::Permanent("sleep expects a JSON object like {\"ms\": 250}".into()));
+    }
     let p: Payload = serde_json::from_value(job.payload.clone()).map_err(|e| {
         HandlerError::Permanent(format!("sleep expects a payload like {{\"ms\": 250}}: {e}"))
     })?;
