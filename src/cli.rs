@@ -95,6 +95,13 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a queued job now, or ask a running job's worker to stop it.
+    /// For handlers that cannot stop, cancellation is intent only.
+    Cancel {
+        id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,8 +112,21 @@ pub enum FlagsCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Stop claiming jobs of this type on every daemon within a second.
     Disable {
         name: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also ask running jobs of this type to cancel.
+        #[arg(long)]
+        cancel_running: bool,
+    },
+    /// The global switch: no daemon claims anything until `resume`.
+    Pause {
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Resume {
         #[arg(long)]
         reason: Option<String>,
     },
@@ -157,6 +177,25 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
         }
     });
     Ok(token)
+}
+
+async fn set_flag(
+    client: &tokio_postgres::Client,
+    name: &str,
+    enabled: bool,
+    reason: Option<String>,
+    cancel_running: bool,
+) -> anyhow::Result<i64> {
+    let by = crate::flags::operator_identity();
+    Ok(crate::flags::set(
+        client,
+        name,
+        enabled,
+        reason.as_deref(),
+        &by,
+        cancel_running,
+    )
+    .await?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -277,6 +316,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         }
                     }
                 }
+                JobsCommand::Cancel { id, reason } => {
+                    let by = crate::flags::operator_identity();
+                    match crate::jobs::cancel(&client, id, reason.as_deref(), &by).await? {
+                        Some(s) if s == "cancelled" => println!("{id}: cancelled"),
+                        Some(_) => {
+                            println!("{id}: cancellation intent recorded; its worker will stop it")
+                        }
+                        None => bail!("no unfinished job {id}"),
+                    }
+                }
                 JobsCommand::Show { id, json } => {
                     let Some(job) = crate::jobs::show(&client, id).await? else {
                         bail!("no job {id}");
@@ -331,26 +380,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 FlagsCommand::Enable { name, reason } => {
-                    crate::flags::set(
-                        &client,
-                        &name,
-                        true,
-                        reason.as_deref(),
-                        &crate::flags::operator_identity(),
-                    )
-                    .await?;
+                    set_flag(&client, &name, true, reason, false).await?;
                     println!("{name}: on");
                 }
-                FlagsCommand::Disable { name, reason } => {
-                    crate::flags::set(
-                        &client,
-                        &name,
-                        false,
-                        reason.as_deref(),
-                        &crate::flags::operator_identity(),
-                    )
-                    .await?;
-                    println!("{name}: off (queued jobs of this type wait; running ones finish)");
+                FlagsCommand::Disable {
+                    name,
+                    reason,
+                    cancel_running,
+                } => {
+                    let n = set_flag(&client, &name, false, reason, cancel_running).await?;
+                    if cancel_running {
+                        println!("{name}: off; cancellation requested for {n} running job(s)");
+                    } else {
+                        println!(
+                            "{name}: off (queued jobs of this type wait; running ones finish)"
+                        );
+                    }
+                }
+                FlagsCommand::Pause { reason } => {
+                    set_flag(&client, crate::flags::PAUSE_FLAG, true, reason, false).await?;
+                    println!(
+                        "paused: no daemon claims new jobs (running jobs finish); `opsrunner flags resume` undoes it"
+                    );
+                }
+                FlagsCommand::Resume { reason } => {
+                    set_flag(&client, crate::flags::PAUSE_FLAG, false, reason, false).await?;
+                    println!("resumed");
                 }
             }
         }

@@ -55,6 +55,7 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
             true,
             Some("enabled by opsrunner dev"),
             &crate::flags::operator_identity(),
+            false,
         )
         .await?;
     }

@@ -25,6 +25,7 @@ pub(crate) struct ClaimedJob {
     pub max_attempts: i32,
     pub timeout: Option<Duration>,
     pub cancel_requested: bool,
+    pub dry_run: bool,
 }
 
 /// Why a job's token was cancelled. A token cancelled with no reason set was
@@ -75,6 +76,14 @@ pub(crate) async fn execute(
     };
     if job.cancel_requested {
         return done(Outcome::Cancelled("cancelled before start".into()));
+    }
+    if job.dry_run {
+        // Validate only: no side effect. The transition trigger records it.
+        let outcome = match handler.validate(&job.payload) {
+            Ok(()) => Outcome::Succeeded(serde_json::json!({ "dry_run": true, "valid": true })),
+            Err(e) => Outcome::Failed(bound_error(&format!("dry run: invalid payload: {e}"))),
+        };
+        return done(outcome);
     }
     let timeout = job.timeout.unwrap_or(cfg.default_timeout);
     let ctx = JobContext {

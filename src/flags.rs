@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::worker::Shared;
 
+/// The global switch: while this flag is on, no daemon claims anything.
+pub const PAUSE_FLAG: &str = "pause-all";
+
 #[derive(Debug, Default)]
 pub struct FlagSet {
     enabled: RwLock<HashSet<String>>,
@@ -102,13 +105,17 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<Flag>> {
         .collect())
 }
 
+/// Sets a flag and records who and why in `ops_audit_log`. With
+/// `cancel_running` (only meaningful when disabling), running jobs of that
+/// type are asked to cancel; returns how many were.
 pub async fn set(
     client: &impl GenericClient,
     name: &str,
     enabled: bool,
     reason: Option<&str>,
     updated_by: &str,
-) -> Result<()> {
+    cancel_running: bool,
+) -> Result<i64> {
     if !crate::jobs::valid_name(name) {
         return Err(Error::Invalid(
             "flag name must match [a-z][a-z0-9_.-]{0,63}".into(),
@@ -116,13 +123,13 @@ pub async fn set(
     }
     let reason = reason.map(crate::jobs::bound_error);
     let by: String = updated_by.chars().take(200).collect();
-    client
-        .execute(
+    let row = client
+        .query_one(
             include_str!("../sql/queries/set_flag.sql"),
-            &[&name, &enabled, &reason, &by],
+            &[&name, &enabled, &reason, &by, &cancel_running],
         )
         .await?;
-    Ok(())
+    Ok(row.get(0))
 }
 
 /// Who is changing a flag from this machine: `user@host`.

@@ -132,6 +132,26 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Uuid> 
     Ok(row.get(0))
 }
 
+/// Requests cancellation: a queued job is cancelled at once, a running one is
+/// stopped by its worker. Returns the status afterwards, or `None` when there
+/// is no such unfinished job. Audited as `job.cancel`.
+pub async fn cancel(
+    client: &impl GenericClient,
+    id: Uuid,
+    reason: Option<&str>,
+    actor: &str,
+) -> Result<Option<String>> {
+    let reason = reason.map(bound_error);
+    let actor: String = actor.chars().take(200).collect();
+    let row = client
+        .query_opt(
+            include_str!("../sql/queries/cancel_job.sql"),
+            &[&id, &reason, &actor],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
     pub id: Uuid,

@@ -13,11 +13,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_jobs",
-    sql: include_str!("../sql/migrations/0001_jobs.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_jobs",
+        sql: include_str!("../sql/migrations/0001_jobs.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_cancel_audit_dryrun",
+        sql: include_str!("../sql/migrations/0002_cancel_audit_dryrun.sql"),
+    },
+];
 
 /// The schema version this binary needs.
 pub fn latest_version() -> i32 {

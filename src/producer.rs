@@ -109,22 +109,26 @@ impl Producer {
             .stats
             .claimed
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        Ok(rows
-            .iter()
-            .map(|r| ClaimedJob {
-                id: r.get(0),
-                job_type: r.get(1),
-                queue: r.get(2),
-                payload: r.get(3),
-                attempt: r.get(4),
-                max_attempts: r.get(5),
-                timeout: r
-                    .get::<_, Option<f64>>(6)
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map(Duration::from_secs_f64),
-                cancel_requested: r.get(7),
+        // By name and fallible: a schema mismatch must be an error (the rows
+        // then come back through lease expiry), never a panic in the claimer.
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedJob {
+                    id: r.try_get("id")?,
+                    job_type: r.try_get("job_type")?,
+                    queue: r.try_get("queue")?,
+                    payload: r.try_get("payload")?,
+                    attempt: r.try_get("attempt")?,
+                    max_attempts: r.try_get("max_attempts")?,
+                    timeout: r
+                        .try_get::<_, Option<f64>>("timeout_secs")?
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .map(Duration::from_secs_f64),
+                    cancel_requested: r.try_get("cancel_requested")?,
+                    dry_run: r.try_get("dry_run")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn launch(&self, job: ClaimedJob) {

@@ -74,6 +74,9 @@ pub(crate) struct Shared {
 impl Shared {
     /// Registered job types whose flag is on.
     pub fn enabled_job_types(&self) -> Vec<String> {
+        if self.flags.is_enabled(crate::flags::PAUSE_FLAG) {
+            return Vec::new();
+        }
         let mut v: Vec<String> = self
             .registry
             .job_types()
@@ -213,7 +216,7 @@ impl Worker {
         );
 
         let background = CancellationToken::new();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::listener::run(
                 shared.clone(),
                 self.ready_tx.clone(),
@@ -247,8 +250,37 @@ impl Worker {
         };
         let producer_task = tokio::spawn(producer.run(shutdown.clone()));
 
-        shutdown.cancelled().await;
-        let _ = producer_task.await;
+        // The claimer and the background tasks run until shutdown; if one
+        // ends any other way (a bug), the daemon must not linger half alive:
+        // stop, and fail so that systemd restarts it.
+        let mut producer_task = producer_task;
+        let mut crashed = false;
+        let mut finished_task = None;
+        tokio::select! {
+            // Shutdown first: the claimer ends normally right after it, and
+            // that must not be mistaken for a crash.
+            biased;
+            _ = shutdown.cancelled() => {}
+            r = &mut producer_task => {
+                tracing::error!(result = ?r.err(), "the claimer stopped unexpectedly; shutting down");
+                crashed = !shutdown.is_cancelled();
+                shutdown.cancel();
+            }
+            (r, i, _) = futures_util::future::select_all(tasks.iter_mut()) => {
+                let name = ["listener", "flag reloader", "heartbeat", "maintenance"].get(i).copied().unwrap_or("?");
+                tracing::error!(task = name, result = ?r.err(), "a background task stopped unexpectedly; shutting down");
+                crashed = true;
+                finished_task = Some(i);
+                shutdown.cancel();
+            }
+        }
+        if let Some(i) = finished_task {
+            // Already joined; a JoinHandle must not be awaited twice.
+            drop(tasks.remove(i));
+        }
+        if !crashed {
+            let _ = producer_task.await;
+        }
         let running = shared.running_ids().len();
         tracing::info!(running, timeout = ?shared.cfg.shutdown_timeout, "stopping: claiming stopped, draining running jobs");
         tracker.close();
@@ -282,6 +314,11 @@ impl Worker {
             let _ = t.await;
         }
         shared.pool.close();
+        if crashed {
+            return Err(Error::Invalid(
+                "the claimer stopped unexpectedly; see the log".into(),
+            ));
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -131,9 +131,11 @@ async fn a_thousand_jobs_over_four_concurrent_workers_each_run_exactly_once() {
         per_worker.push(w.stats.succeeded.load(Ordering::Relaxed));
         w.shutdown().await;
     }
-    let counts = counts.lock().unwrap();
-    assert_eq!(counts.len(), 1000, "every job ran");
-    assert!(counts.values().all(|&n| n == 1), "a job ran twice");
+    {
+        let counts = counts.lock().unwrap();
+        assert_eq!(counts.len(), 1000, "every job ran");
+        assert!(counts.values().all(|&n| n == 1), "a job ran twice");
+    }
     assert_eq!(
         per_worker.iter().sum::<u64>(),
         1000,
@@ -323,7 +325,7 @@ async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_res
     let id = insert_job(&c, "noop", json!({})).await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // three poll intervals
     assert_eq!(status(&c, id).await, "queued");
-    opsrunner::flags::set(&c, "noop", false, Some("explicitly off"), "tests")
+    opsrunner::flags::set(&c, "noop", false, Some("explicitly off"), "tests", false)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -339,7 +341,7 @@ async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_res
         ("queued".into(), 0)
     );
 
-    opsrunner::flags::set(&c, "noop", true, Some("go"), "tests")
+    opsrunner::flags::set(&c, "noop", true, Some("go"), "tests", false)
         .await
         .unwrap();
     wait_for(

@@ -7,7 +7,9 @@
 UPDATE ops_jobs AS j
 SET status = c.status::ops_job_status,
     result = c.result,
-    error = c.error,
+    error = CASE WHEN c.status = 'cancelled' AND j.cancel_reason IS NOT NULL
+                 THEN left(c.error || ': ' || j.cancel_reason, 500)
+                 ELSE c.error END,
     attempt = CASE WHEN c.refund THEN j.attempt - 1 ELSE j.attempt END,
     run_at = CASE WHEN c.status = 'queued'
                   THEN now() + make_interval(secs => coalesce(c.delay_secs, 0))

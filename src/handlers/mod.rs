@@ -47,6 +47,33 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'st
 
 pub trait Handler: Send + Sync + 'static {
     fn run(&self, job: JobContext) -> HandlerFuture;
+
+    /// Checks a payload without side effects; used for dry runs. The default
+    /// accepts any payload.
+    fn validate(&self, _payload: &Value) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// A handler from a run function and a payload check.
+pub struct Validated<R, V> {
+    pub run: R,
+    pub validate: V,
+}
+
+impl<R, V, Fut> Handler for Validated<R, V>
+where
+    R: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+    V: Fn(&Value) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    fn run(&self, job: JobContext) -> HandlerFuture {
+        Box::pin((self.run)(job))
+    }
+
+    fn validate(&self, payload: &Value) -> Result<(), HandlerError> {
+        (self.validate)(payload)
+    }
 }
 
 /// Any `Fn(JobContext) -> impl Future<Output = HandlerResult>` is a handler.
@@ -74,7 +101,13 @@ impl Registry {
     pub fn with_builtins() -> Self {
         let mut r = Self::new();
         r.register("noop", noop::handle);
-        r.register("sleep", sleep::handle);
+        r.register(
+            "sleep",
+            Validated {
+                run: sleep::handle,
+                validate: sleep::validate,
+            },
+        );
         r
     }
 
@@ -84,6 +117,10 @@ impl Registry {
     /// When `job_type` is not a valid job type name; that is a programming
     /// error in the embedding program, caught at its start-up.
     pub fn register(&mut self, job_type: &str, handler: impl Handler) -> &mut Self {
+        assert!(
+            job_type != crate::flags::PAUSE_FLAG,
+            "{job_type:?} is reserved for the global pause switch"
+        );
         assert!(
             crate::jobs::valid_name(job_type),
             "job type {job_type:?} is not [a-z][a-z0-9_.-]{{0,63}}"

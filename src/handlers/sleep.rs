@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{HandlerError, HandlerResult, JobContext};
 
@@ -16,12 +16,14 @@ struct Payload {
     ms: u64,
 }
 
-pub async fn handle(job: JobContext) -> HandlerResult {
+fn parse(payload: &Value) -> Result<Payload, HandlerError> {
     // serde would also accept `[250]` for a struct; only an object is meant.
-    if !job.payload.is_object() {
-        return Err(HandlerError::Permanent("sleep expects a JSON object like {\"ms\": 250}".into()));
+    if !payload.is_object() {
+        return Err(HandlerError::Permanent(
+            "sleep expects a JSON object like {\"ms\": 250}".into(),
+        ));
     }
-    let p: Payload = serde_json::from_value(job.payload.clone()).map_err(|e| {
+    let p: Payload = serde_json::from_value(payload.clone()).map_err(|e| {
         HandlerError::Permanent(format!("sleep expects a payload like {{\"ms\": 250}}: {e}"))
     })?;
     if p.ms > MAX_MS {
@@ -29,6 +31,15 @@ pub async fn handle(job: JobContext) -> HandlerResult {
             "sleep ms must be at most {MAX_MS}"
         )));
     }
+    Ok(p)
+}
+
+pub fn validate(payload: &Value) -> Result<(), HandlerError> {
+    parse(payload).map(|_| ())
+}
+
+pub async fn handle(job: JobContext) -> HandlerResult {
+    let p = parse(&job.payload)?;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(p.ms)) => Ok(json!({ "slept_ms": p.ms })),
         _ = job.cancel.cancelled() => Err(HandlerError::Retryable("sleep interrupted by cancellation".into())),
@@ -59,12 +70,15 @@ mod tests {
             json!({"ms": "x"}),
             json!({"ms": 1, "extra": 2}),
             json!([1]),
+            json!({"ms": MAX_MS + 1}),
         ] {
+            assert!(validate(&p).is_err(), "{p}");
             assert!(matches!(
                 handle(ctx(p)).await,
                 Err(HandlerError::Permanent(_))
             ));
         }
+        assert!(validate(&json!({"ms": 5})).is_ok());
     }
 
     #[tokio::test]

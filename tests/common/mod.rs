@@ -150,7 +150,7 @@ pub async fn migrated_db() -> TestDb {
 
 pub async fn enable(client: &tokio_postgres::Client, flags: &[&str]) {
     for f in flags {
-        opsrunner::flags::set(client, f, true, Some("test"), "tests")
+        opsrunner::flags::set(client, f, true, Some("test"), "tests", false)
             .await
             .expect("enable flag");
     }
