@@ -203,6 +203,8 @@ pub struct Settings {
     pub worker: WorkerConfig,
     pub db: DbConfig,
     pub log: LogConfig,
+    /// Commands run by `exec` handlers, one job type each.
+    pub exec: Vec<crate::handlers::exec::ExecConfig>,
 }
 
 /// Settings plus the database URL, validated.
@@ -327,6 +329,17 @@ impl Settings {
         }
         if self.db.pool_size < 2 || self.db.pool_size > 1000 {
             return bad("db.pool_size", "must be between 2 and 1000");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in self.exec.iter().enumerate() {
+            e.validate(i)
+                .map_err(|m| Error::Config(format!("{m} (config file)")))?;
+            if !seen.insert(&e.job_type) {
+                return Err(Error::Config(format!(
+                    "exec[{i}].job_type {} is defined twice",
+                    e.job_type
+                )));
+            }
         }
         Ok(())
     }

@@ -14,8 +14,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod exec;
 pub mod noop;
 pub mod sleep;
+
+/// Job types whose handlers are built in.
+pub const BUILTINS: &[&str] = &["noop", "sleep"];
 
 /// What a handler sees of its job.
 #[derive(Debug, Clone)]
@@ -128,6 +132,18 @@ impl Registry {
         self.handlers
             .insert(job_type.to_string(), Arc::new(handler));
         self
+    }
+
+    /// The built-ins plus one `exec` handler per `[[exec]]` entry.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let mut r = Self::with_builtins();
+        // Leave the executor's own grace room to see the process stop.
+        let kill_grace = settings.worker.cancel_grace / 2;
+        for cfg in &settings.exec {
+            let job_type = cfg.job_type.clone();
+            r.register(&job_type, exec::ExecHandler::new(cfg.clone(), kill_grace));
+        }
+        r
     }
 
     pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {

@@ -1,0 +1,231 @@
+//! `exec`: runs a command line fixed in the config file (never taken from the
+//! payload). The payload goes to stdin as JSON; stdout (at most 10 KB, JSON,
+//! or else wrapped as `{"output": "..."}`) is the result; the tail of stderr is
+//! the error. The child gets a clean environment and its own process group,
+//! so that timeout or cancel can stop the whole tree: SIGTERM to the group,
+//! SIGKILL after a grace period. Exit codes: 0 succeeds; 64 (EX_USAGE) and
+//! 65 (EX_DATAERR) fail at once; anything else is retried.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{HandlerError, HandlerFuture, JobContext};
+use crate::jobs::{MAX_ERROR_CHARS, MAX_RESULT_BYTES};
+
+/// The PATH the child sees; its own environment is otherwise empty.
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// The job type this command serves (its feature flag has the same name).
+    pub job_type: String,
+    /// Program (absolute path) and arguments.
+    pub command: Vec<String>,
+    /// Extra environment variables, fixed here.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `/` by default.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+}
+
+impl ExecConfig {
+    pub fn validate(&self, idx: usize) -> Result<(), String> {
+        let at = format!("exec[{idx}]");
+        if !crate::jobs::valid_name(&self.job_type)
+            || super::BUILTINS.contains(&self.job_type.as_str())
+        {
+            return Err(format!(
+                "{at}.job_type must be a job type name other than a built-in"
+            ));
+        }
+        match self.command.first() {
+            None => return Err(format!("{at}.command must name a program")),
+            Some(p) if !p.starts_with('/') => {
+                return Err(format!("{at}.command[0] must be an absolute path"));
+            }
+            _ => {}
+        }
+        if self
+            .env
+            .keys()
+            .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return Err(format!("{at}.env has an invalid variable name"));
+        }
+        Ok(())
+    }
+}
+
+pub struct ExecHandler {
+    cfg: ExecConfig,
+    /// Between SIGTERM and SIGKILL.
+    kill_grace: Duration,
+}
+
+impl ExecHandler {
+    pub fn new(cfg: ExecConfig, kill_grace: Duration) -> Self {
+        Self { cfg, kill_grace }
+    }
+}
+
+impl super::Handler for ExecHandler {
+    fn run(&self, job: JobContext) -> HandlerFuture {
+        let cfg = self.cfg.clone();
+        let grace = self.kill_grace;
+        Box::pin(async move { run(cfg, grace, job).await })
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group we made
+    // for this child; at worst the group is gone and it returns ESRCH.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+/// Reads everything, keeping at most `keep` bytes: the head, or the tail.
+async fn read_bounded(mut r: impl AsyncRead + Unpin, keep: usize, tail: bool) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut overflow = false;
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > keep {
+                    overflow = true;
+                    if tail {
+                        kept.drain(..kept.len() - keep);
+                    } else {
+                        kept.truncate(keep);
+                    }
+                }
+            }
+        }
+    }
+    (kept, overflow)
+}
+
+async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value, HandlerError> {
+    let mut cmd = Command::new(&cfg.command[0]);
+    cmd.args(&cfg.command[1..])
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .env("LANG", "C.UTF-8")
+        .envs(&cfg.env)
+        .env("OPSRUNNER_JOB_ID", job.id.to_string())
+        .env("OPSRUNNER_JOB_TYPE", &job.job_type)
+        .env("OPSRUNNER_ATTEMPT", job.attempt.to_string())
+        .current_dir(cfg.workdir.clone().unwrap_or_else(|| PathBuf::from("/")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| HandlerError::Retryable(format!("cannot start {}: {e}", cfg.command[0])))?;
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+
+    let input = serde_json::to_vec(&job.payload).unwrap_or_default();
+    let mut stdin = child.stdin.take();
+    let feed = async move {
+        if let Some(s) = stdin.as_mut() {
+            // A child that does not read its stdin is fine: ignore EPIPE.
+            let _ = s.write_all(&input).await;
+        }
+        drop(stdin);
+    };
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let out = async move {
+        match stdout {
+            Some(s) => read_bounded(s, MAX_RESULT_BYTES, false).await,
+            None => (Vec::new(), false),
+        }
+    };
+    let err = async move {
+        match stderr {
+            Some(s) => read_bounded(s, MAX_ERROR_CHARS * 4, true).await,
+            None => (Vec::new(), false),
+        }
+    };
+    // Driven concurrently with the wait: a child that reads all of stdin or
+    // writes more than a pipe buffer would otherwise deadlock against us.
+    let mut io = tokio::spawn(async move { tokio::join!(feed, out, err) });
+
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = job.cancel.cancelled() => {
+            signal_group(pgid, libc::SIGTERM);
+            let s = match tokio::time::timeout(grace, child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    signal_group(pgid, libc::SIGKILL);
+                    child.wait().await
+                }
+            };
+            signal_group(pgid, libc::SIGKILL); // stragglers in the group
+            let _ = s;
+            io.abort();
+            return Err(HandlerError::Retryable("command stopped: job cancelled or timed out".into()));
+        }
+    };
+    // The leader is gone; nothing it left behind in its group may outlive the job.
+    signal_group(pgid, libc::SIGKILL);
+    let ((), (stdout, too_big), (stderr, _)) =
+        match tokio::time::timeout(Duration::from_secs(5), &mut io).await {
+            Ok(Ok(r)) => r,
+            _ => {
+                io.abort();
+                return Err(HandlerError::Retryable(
+                    "command output did not close".into(),
+                ));
+            }
+        };
+    let status =
+        status.map_err(|e| HandlerError::Retryable(format!("waiting for the command: {e}")))?;
+    let stderr_tail = String::from_utf8_lossy(&stderr).trim().to_string();
+    if status.success() {
+        if too_big {
+            return Ok(json!({ "error": "Result too large", "truncated": true }));
+        }
+        let text = String::from_utf8_lossy(&stdout);
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Ok(json!({}));
+        }
+        return Ok(serde_json::from_str(trimmed).unwrap_or_else(|_| json!({ "output": trimmed })));
+    }
+    let tail: String = {
+        let chars: Vec<char> = stderr_tail.chars().collect();
+        chars[chars.len().saturating_sub(400)..].iter().collect()
+    };
+    let what = match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            format!("killed by signal {}", status.signal().unwrap_or(0))
+        }
+    };
+    let msg = if tail.is_empty() {
+        what
+    } else {
+        format!("{what}: {tail}")
+    };
+    match status.code() {
+        Some(64) | Some(65) => Err(HandlerError::Permanent(msg)),
+        _ => Err(HandlerError::Retryable(msg)),
+    }
+}

@@ -1,0 +1,260 @@
+//! The `exec` handler: a configured command, payload on stdin, clean
+//! environment, bounded output, and the whole process tree stopped on
+//! timeout or cancel.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use opsrunner::Registry;
+use opsrunner::handlers::exec::ExecConfig;
+use serde_json::json;
+use uuid::Uuid;
+
+fn sh(job_type: &str, script: &str) -> ExecConfig {
+    ExecConfig {
+        job_type: job_type.into(),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+        workdir: None,
+    }
+}
+
+/// Gone, or a zombie waiting for init to reap it: either way not running.
+fn process_is_dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .map(|rest| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+async fn finished(
+    c: &tokio_postgres::Client,
+    id: Uuid,
+) -> (String, Option<serde_json::Value>, Option<String>, i32) {
+    wait_for(
+        Duration::from_secs(15),
+        "the exec job to finish",
+        || async {
+            let r = c
+                .query_one(
+                    "SELECT status::text, result, error, attempt FROM ops_jobs WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            let s: String = r.get(0);
+            matches!(s.as_str(), "succeeded" | "failed" | "cancelled")
+                .then(|| (s, r.get(1), r.get(2), r.get(3)))
+        },
+    )
+    .await
+}
+
+async fn insert(
+    c: &tokio_postgres::Client,
+    job_type: &str,
+    payload: serde_json::Value,
+    extra: &str,
+) -> Uuid {
+    c.query_one(
+        &format!("INSERT INTO ops_jobs (job_type, payload, max_attempts{}) VALUES ($1, $2, 1{}) RETURNING id",
+            if extra.is_empty() { "" } else { ", timeout" },
+            if extra.is_empty() { String::new() } else { format!(", interval '{extra}'") }),
+        &[&job_type, &payload],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_passes_the_payload_on_stdin_in_a_clean_environment_and_stores_stdout_json() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["echo", "env", "text", "big"]).await;
+    let mut settings = fast_settings();
+    settings.exec = vec![
+        sh("echo", "cat"),
+        sh(
+            "env",
+            r#"printf '{"home":"%s","db":"%s","job":"%s","greeting":"%s","cwd":"%s"}' "$HOME" "$DATABASE_URL" "$OPSRUNNER_JOB_ID" "$GREETING" "$(pwd)""#,
+        ),
+        sh("text", "echo plain words"),
+        sh("big", "head -c 200000 /dev/zero | tr '\\0' x"),
+    ];
+    let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
+    let w = start_worker(&cfg, Registry::from_settings(&settings)).await;
+
+    let echo = insert(&c, "echo", json!({"a": [1, 2, {"b": "c"}]}), "").await;
+    let env = insert(&c, "env", json!({}), "").await;
+    let text = insert(&c, "text", json!({}), "").await;
+    let big = insert(&c, "big", json!({}), "").await;
+    assert_eq!(
+        finished(&c, echo).await.1,
+        Some(json!({"a": [1, 2, {"b": "c"}]}))
+    );
+    let env_result = finished(&c, env).await.1.unwrap();
+    assert_eq!(env_result["home"], "", "the parent's environment leaked");
+    assert_eq!(env_result["db"], "", "DATABASE_URL leaked into the child");
+    assert_eq!(env_result["job"], env.to_string());
+    assert_eq!(env_result["greeting"], "hello");
+    assert_eq!(env_result["cwd"], "/");
+    assert_eq!(
+        finished(&c, text).await.1,
+        Some(json!({"output": "plain words"}))
+    );
+    assert_eq!(
+        finished(&c, big).await.1,
+        Some(json!({"error": "Result too large", "truncated": true}))
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_failures_keep_the_stderr_tail_and_exit_65_is_not_retried() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["flaky", "baddata"]).await;
+    let mut settings = fast_settings();
+    settings.exec = vec![
+        sh(
+            "flaky",
+            "echo 'noise that scrolls away' >&2; head -c 3000 /dev/zero | tr '\\0' y >&2; echo ' disk full' >&2; exit 3",
+        ),
+        sh("baddata", "echo 'payload lacks host' >&2; exit 65"),
+    ];
+    let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
+    let w = start_worker(&cfg, Registry::from_settings(&settings)).await;
+    let flaky: Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('flaky', 2) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let baddata: Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('baddata', 5) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (s, _, e, attempt) = finished(&c, flaky).await;
+    let e = e.unwrap();
+    assert_eq!((s.as_str(), attempt), ("failed", 2));
+    assert!(
+        e.starts_with("exit code 3: ") && e.ends_with("disk full"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("noise that scrolls away") && e.chars().count() <= 500,
+        "{e}"
+    );
+    let (s, _, e, attempt) = finished(&c, baddata).await;
+    assert_eq!((s.as_str(), attempt), ("failed", 1));
+    assert_eq!(e.as_deref(), Some("exit code 65: payload lacks host"));
+    w.shutdown().await;
+}
+
+/// Starts a shell that backgrounds a `sleep` (a grandchild in the same
+/// process group), records both pids, and waits.
+fn tree(job_type: &str, dir: &std::path::Path) -> ExecConfig {
+    sh(
+        job_type,
+        &format!(
+            "echo $$ > {d}/{job_type}.sh; sleep 300 & echo $! > {d}/{job_type}.child; wait",
+            d = dir.display()
+        ),
+    )
+}
+
+async fn pids(dir: &std::path::Path, job_type: &str) -> (i32, i32) {
+    wait_for(
+        Duration::from_secs(10),
+        "the command to record its pids",
+        || async {
+            let read = |ext: &str| {
+                std::fs::read_to_string(dir.join(format!("{job_type}.{ext}")))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+            };
+            Some((read("sh")?, read("child")?))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_timeout_and_cancel_kill_the_whole_process_group() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["slowcancel", "slowtimeout"]).await;
+    let dir = std::env::temp_dir().join(format!("opsrunner-exec-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut settings = fast_settings();
+    settings.exec = vec![tree("slowcancel", &dir), tree("slowtimeout", &dir)];
+    let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
+    let w = start_worker(&cfg, Registry::from_settings(&settings)).await;
+
+    let timed = insert(&c, "slowtimeout", json!({}), "1 second").await;
+    let cancelled = insert(&c, "slowcancel", json!({}), "").await;
+    let (timed_sh, timed_child) = pids(&dir, "slowtimeout").await;
+    let (cancel_sh, cancel_child) = pids(&dir, "slowcancel").await;
+    opsrunner::jobs::cancel(&c, cancelled, Some("test"), "tests")
+        .await
+        .unwrap();
+
+    let (s, _, e, _) = finished(&c, timed).await;
+    assert_eq!(s, "failed");
+    assert!(
+        e.as_deref().unwrap_or("").starts_with("timed out after 1s"),
+        "{e:?}"
+    );
+    let (s, _, _, _) = finished(&c, cancelled).await;
+    assert_eq!(s, "cancelled");
+    for pid in [timed_sh, timed_child, cancel_sh, cancel_child] {
+        wait_for(Duration::from_secs(5), "the process to be dead", || async {
+            process_is_dead(pid).then_some(())
+        })
+        .await;
+    }
+    w.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn exec_config_is_validated_at_start_up() {
+    let mut s = fast_settings();
+    s.exec = vec![ExecConfig {
+        command: vec!["relative/path".into()],
+        ..sh("x", "")
+    }];
+    let e = s.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("exec[0].command[0] must be an absolute path"),
+        "{e}"
+    );
+    s.exec = vec![sh("sleep", "true")];
+    assert!(
+        s.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("other than a built-in")
+    );
+    s.exec = vec![sh("dup", "true"), sh("dup", "true")];
+    assert!(
+        s.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("defined twice")
+    );
+}
