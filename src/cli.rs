@@ -250,7 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker => {
             let shutdown = shutdown_on_signals()?;
-            let worker = Worker::new(&config, Registry::from_settings(&config.settings))?;
+            let worker = Worker::new(&config, Registry::from_settings(&config.settings)?)?;
             let mut ready = worker.ready();
             tokio::spawn(async move {
                 if ready.wait_for(|r| *r).await.is_ok() {

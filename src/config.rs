@@ -205,6 +205,8 @@ pub struct Settings {
     pub log: LogConfig,
     /// Commands run by `exec` handlers, one job type each.
     pub exec: Vec<crate::handlers::exec::ExecConfig>,
+    /// Webhooks run by `http` handlers, one job type each.
+    pub http: Vec<crate::handlers::http::HttpConfig>,
 }
 
 /// Settings plus the database URL, validated.
@@ -338,6 +340,16 @@ impl Settings {
                 return Err(Error::Config(format!(
                     "exec[{i}].job_type {} is defined twice",
                     e.job_type
+                )));
+            }
+        }
+        for (i, h) in self.http.iter().enumerate() {
+            h.validate(i)
+                .map_err(|m| Error::Config(format!("{m} (config file)")))?;
+            if !seen.insert(&h.job_type) {
+                return Err(Error::Config(format!(
+                    "http[{i}].job_type {} is defined twice",
+                    h.job_type
                 )));
             }
         }

@@ -61,7 +61,7 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
     }
     println!("flags enabled: noop, sleep");
 
-    let worker = Worker::new(&config, Registry::from_settings(&config.settings))?;
+    let worker = Worker::new(&config, Registry::from_settings(&config.settings)?)?;
     let mut ready = worker.ready();
     let worker_stop = shutdown.child_token();
     let worker_task = tokio::spawn(worker.run(worker_stop.clone()));

@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod exec;
+pub mod http;
 pub mod noop;
 pub mod sleep;
+pub mod ssrf;
 
 /// Job types whose handlers are built in.
 pub const BUILTINS: &[&str] = &["noop", "sleep"];
@@ -134,8 +136,10 @@ impl Registry {
         self
     }
 
-    /// The built-ins plus one `exec` handler per `[[exec]]` entry.
-    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+    /// The built-ins plus one handler per `[[exec]]` and `[[http]]` entry.
+    /// Fails (naming the entry) when a webhook's secret is missing or short.
+    pub fn from_settings(settings: &crate::config::Settings) -> crate::Result<Self> {
+        settings.validate()?;
         let mut r = Self::with_builtins();
         // Leave the executor's own grace room to see the process stop.
         let kill_grace = settings.worker.cancel_grace / 2;
@@ -143,7 +147,11 @@ impl Registry {
             let job_type = cfg.job_type.clone();
             r.register(&job_type, exec::ExecHandler::new(cfg.clone(), kill_grace));
         }
-        r
+        for (i, cfg) in settings.http.iter().enumerate() {
+            let handler = http::HttpHandler::new(cfg, i).map_err(crate::Error::Config)?;
+            r.register(&cfg.job_type, handler);
+        }
+        Ok(r)
     }
 
     pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
