@@ -179,6 +179,35 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
+/// SIGHUP: re-read the config file and apply it without dropping running
+/// jobs. A file that does not load is reported and the old config kept.
+fn reload_on_sighup(
+    reloader: crate::worker::Reloader,
+    path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let result = Settings::load(path.as_deref()).and_then(|s| {
+                let registry = Registry::from_settings(&s)?;
+                reloader.apply(&s, registry)
+            });
+            match result {
+                Ok(restart) if restart.is_empty() => {}
+                Ok(restart) => {
+                    tracing::warn!(settings = ?restart, "these changes need a restart and were not applied")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; keeping the running configuration")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn set_flag(
     client: &tokio_postgres::Client,
     name: &str,
@@ -251,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => {
             let shutdown = shutdown_on_signals()?;
             let worker = Worker::new(&config, Registry::from_settings(&config.settings)?)?;
+            reload_on_sighup(worker.reloader(), path.clone())?;
             let mut ready = worker.ready();
             tokio::spawn(async move {
                 if ready.wait_for(|r| *r).await.is_ok() {

@@ -25,7 +25,7 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<Completion>,
     give_up: CancellationToken,
 ) {
-    let max = shared.cfg.completion_batch;
+    let max = shared.cfg().completion_batch;
     let mut batch = Vec::with_capacity(max);
     while let Some(first) = rx.recv().await {
         batch.push(first);

@@ -67,7 +67,7 @@ pub(crate) async fn execute(
     token: CancellationToken,
     reason: Arc<OnceLock<CancelReason>>,
 ) -> Completion {
-    let cfg = &shared.cfg;
+    let cfg = shared.cfg();
     let (id, attempt) = (job.id, job.attempt);
     let done = |outcome| Completion {
         id,

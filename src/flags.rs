@@ -60,7 +60,7 @@ pub(crate) async fn run_reloader(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = shared.flags_changed.notified() => {}
-            _ = tokio::time::sleep(shared.cfg.flags_reload_interval) => {}
+            _ = tokio::time::sleep(shared.cfg().flags_reload_interval) => {}
         }
         match reload(&shared).await {
             Ok(true) => {

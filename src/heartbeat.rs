@@ -20,7 +20,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(shared.cfg.heartbeat_interval) => {}
+            _ = tokio::time::sleep(shared.cfg().heartbeat_interval) => {}
             _ = shared.cancel_check.notified() => {}
         }
         let ids = shared.running_ids();
@@ -44,7 +44,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             Err(e) => {
                 shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, jobs = ids.len(), "heartbeat failed");
-                if last_ok.elapsed() > shared.cfg.lease {
+                if last_ok.elapsed() > shared.cfg().lease {
                     tracing::error!("leases expired without a heartbeat; abandoning running jobs");
                     for id in ids {
                         shared.cancel_running(id, CancelReason::LeaseLost);
@@ -60,7 +60,7 @@ async fn beat(shared: &Shared, ids: &[Uuid]) -> Result<Vec<(Uuid, bool)>> {
     let stmt = client
         .prepare_cached(include_str!("../sql/queries/heartbeat.sql"))
         .await?;
-    let lease = shared.cfg.lease.as_secs_f64();
+    let lease = shared.cfg().lease.as_secs_f64();
     let rows = client.query(&stmt, &[&ids, &shared.owner, &lease]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

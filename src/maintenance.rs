@@ -22,7 +22,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(shared.cfg.rescue_interval) => {}
+            _ = tokio::time::sleep(shared.cfg().rescue_interval) => {}
         }
         match tick(&shared).await {
             Ok(None) => {}

@@ -87,7 +87,7 @@ impl Producer {
             tokio::select! {
                 _ = stop_claiming.cancelled() => return,
                 _ = self.shared.wake.notified() => wake = Wake::Notify,
-                _ = tokio::time::sleep(self.shared.cfg.poll_interval) => wake = Wake::Poll,
+                _ = tokio::time::sleep(self.shared.cfg().poll_interval) => wake = Wake::Poll,
             }
         }
     }
@@ -98,10 +98,10 @@ impl Producer {
         let stmt = client
             .prepare_cached(include_str!("../sql/queries/claim.sql"))
             .await?;
-        let queues: Option<&Vec<String>> =
-            (!shared.cfg.queues.is_empty()).then_some(&shared.cfg.queues);
+        let cfg = shared.cfg();
+        let queues: Option<&Vec<String>> = (!cfg.queues.is_empty()).then_some(&cfg.queues);
         let limit = n as i64;
-        let lease = shared.cfg.lease.as_secs_f64();
+        let lease = cfg.lease.as_secs_f64();
         let rows = client
             .query(&stmt, &[&types, &queues, &limit, &shared.owner, &lease])
             .await?;
@@ -137,7 +137,7 @@ impl Producer {
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return; // the semaphore is never closed
         };
-        let Some(handler) = self.shared.registry.get(&job.job_type) else {
+        let Some(handler) = self.shared.registry().get(&job.job_type) else {
             // Only registered types are claimed, so this is a bug; end the job
             // with an error rather than leave the row running.
             tracing::error!(job_type = %job.job_type, "claimed a job type with no handler");

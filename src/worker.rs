@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -52,13 +52,15 @@ struct RunningJob {
 
 /// State shared by the worker's tasks.
 pub(crate) struct Shared {
-    pub cfg: WorkerConfig,
+    /// Swapped on SIGHUP; readers take a snapshot with `cfg()`.
+    cfg: RwLock<Arc<WorkerConfig>>,
     pub db_config: DbConfig,
     pub listen_url: DbUrl,
     /// This process's lease owner name: `host:pid:random`.
     pub owner: String,
     pub pool: Pool,
-    pub registry: Registry,
+    /// Swapped on SIGHUP; a running job keeps the handler it started with.
+    registry: RwLock<Arc<Registry>>,
     pub flags: FlagSet,
     pub stats: Arc<Stats>,
     /// Jobs may be waiting (NOTIFY, catch-up, rescue, flag change).
@@ -72,18 +74,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn cfg(&self) -> Arc<WorkerConfig> {
+        match self.cfg.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        match self.registry.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// Registered job types whose flag is on.
     pub fn enabled_job_types(&self) -> Vec<String> {
         if self.flags.is_enabled(crate::flags::PAUSE_FLAG) {
             return Vec::new();
         }
-        let mut v: Vec<String> = self
-            .registry
-            .job_types()
-            .filter(|t| self.flags.is_enabled(t))
-            .map(String::from)
-            .collect();
-        v.sort_unstable();
+        let mut v = self.registry().sorted_job_types();
+        v.retain(|t| self.flags.is_enabled(t));
         v
     }
 
@@ -151,6 +162,53 @@ pub struct Worker {
     ready_tx: watch::Sender<bool>,
 }
 
+/// Applies a new configuration to a running worker (SIGHUP). Running jobs are
+/// untouched: they keep the handler and timeout they started with.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    /// Swaps in `settings.worker` and `registry`. Returns the settings that
+    /// changed but only take effect after a restart (they were kept as they
+    /// are).
+    pub fn apply(
+        &self,
+        settings: &crate::config::Settings,
+        registry: Registry,
+    ) -> Result<Vec<&'static str>> {
+        settings.validate()?;
+        let old = self.shared.cfg();
+        let mut new = settings.worker.clone();
+        let mut needs_restart = Vec::new();
+        if new.concurrency != old.concurrency {
+            needs_restart.push("worker.concurrency");
+            new.concurrency = old.concurrency;
+        }
+        if new.completion_batch != old.completion_batch {
+            needs_restart.push("worker.completion_batch");
+            new.completion_batch = old.completion_batch;
+        }
+        if serde_json::to_value(&settings.db).ok()
+            != serde_json::to_value(&self.shared.db_config).ok()
+        {
+            needs_restart.push("db.*");
+        }
+        if let Ok(mut c) = self.shared.cfg.write() {
+            *c = Arc::new(new);
+        }
+        if let Ok(mut r) = self.shared.registry.write() {
+            *r = Arc::new(registry);
+        }
+        // New job types or shorter intervals: look for work now.
+        self.shared.flags_changed.notify_one();
+        self.shared.wake.notify_one();
+        tracing::info!(registered = ?self.shared.registry().sorted_job_types(), "configuration reloaded");
+        Ok(needs_restart)
+    }
+}
+
 impl Worker {
     /// Builds the worker; connects nothing yet.
     pub fn new(config: &Config, registry: Registry) -> Result<Self> {
@@ -161,12 +219,12 @@ impl Worker {
             "opsrunner-worker",
         )?;
         let shared = Shared {
-            cfg: config.settings.worker.clone(),
+            cfg: RwLock::new(Arc::new(config.settings.worker.clone())),
             db_config: config.settings.db.clone(),
             listen_url: config.listen_url.clone(),
             owner: lease_owner(),
             pool,
-            registry,
+            registry: RwLock::new(Arc::new(registry)),
             flags: FlagSet::default(),
             stats: Arc::new(Stats::default()),
             wake: Notify::new(),
@@ -186,6 +244,12 @@ impl Worker {
     /// Becomes true once LISTEN is established and the first fetch is due.
     pub fn ready(&self) -> watch::Receiver<bool> {
         self.ready_tx.subscribe()
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+        }
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -209,9 +273,9 @@ impl Worker {
         }
         tracing::info!(
             owner = %shared.owner,
-            concurrency = shared.cfg.concurrency,
+            concurrency = shared.cfg().concurrency,
             enabled = ?shared.enabled_job_types(),
-            registered = ?{ let mut t: Vec<_> = shared.registry.job_types().collect(); t.sort_unstable(); t },
+            registered = ?shared.registry().sorted_job_types(),
             "worker starting"
         );
 
@@ -230,7 +294,7 @@ impl Worker {
             tokio::spawn(crate::maintenance::run(shared.clone(), background.clone())),
         ];
 
-        let (completions_tx, completions_rx) = mpsc::channel(shared.cfg.completion_batch * 4);
+        let (completions_tx, completions_rx) = mpsc::channel(shared.cfg().completion_batch * 4);
         let give_up = CancellationToken::new();
         let completer = tokio::spawn(crate::completer::run(
             shared.clone(),
@@ -238,7 +302,7 @@ impl Worker {
             give_up.clone(),
         ));
 
-        let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
+        let slots = Arc::new(Semaphore::new(shared.cfg().concurrency));
         let tracker = TaskTracker::new();
         let jobs_root = CancellationToken::new();
         let producer = Producer {
@@ -282,9 +346,9 @@ impl Worker {
             let _ = producer_task.await;
         }
         let running = shared.running_ids().len();
-        tracing::info!(running, timeout = ?shared.cfg.shutdown_timeout, "stopping: claiming stopped, draining running jobs");
+        tracing::info!(running, timeout = ?shared.cfg().shutdown_timeout, "stopping: claiming stopped, draining running jobs");
         tracker.close();
-        if tokio::time::timeout(shared.cfg.shutdown_timeout, tracker.wait())
+        if tokio::time::timeout(shared.cfg().shutdown_timeout, tracker.wait())
             .await
             .is_err()
         {
@@ -294,7 +358,7 @@ impl Worker {
             jobs_root.cancel();
             // Executors abandon handlers that ignore the token after cancel_grace.
             let _ = tokio::time::timeout(
-                shared.cfg.cancel_grace + Duration::from_secs(1),
+                shared.cfg().cancel_grace + Duration::from_secs(1),
                 tracker.wait(),
             )
             .await;

@@ -131,3 +131,77 @@ async fn sigterm_returns_jobs_longer_than_the_drain_timeout_to_the_queue_without
     assert_eq!(row.get::<_, i32>(1), 0, "the attempt was refunded");
     assert!(row.get::<_, bool>(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_without_dropping_running_jobs() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["sleep", "first", "second"]).await;
+    let dir = std::env::temp_dir().join(format!("opsrunner-hup-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("opsrunner.toml");
+    let exec = |name: &str, n: u32| {
+        format!(
+            "[[exec]]\njob_type = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"echo '{{\\\"n\\\": {n}}}'\"]\n"
+        )
+    };
+    std::fs::write(&path, exec("first", 1)).unwrap();
+    let path_str = path.to_str().unwrap().to_string();
+    let w = WorkerProcess::start(&db, &[("OPSRUNNER_CONFIG", &path_str)]).await;
+
+    let long = insert_job(&c, "sleep", json!({"ms": 2500})).await;
+    wait_for(Duration::from_secs(10), "the long job to run", || async {
+        (status(&c, long).await == "running").then_some(())
+    })
+    .await;
+    // Not known yet: stays queued.
+    let second = insert_job(&c, "second", json!({})).await;
+    std::fs::write(
+        &path,
+        format!("{}\n{}", exec("first", 1), exec("second", 2)),
+    )
+    .unwrap();
+    w.signal(libc::SIGHUP);
+    wait_for(
+        Duration::from_secs(10),
+        "the new job type to run after SIGHUP",
+        || async { (status(&c, second).await == "succeeded").then_some(()) },
+    )
+    .await;
+    let result: serde_json::Value = c
+        .query_one("SELECT result FROM ops_jobs WHERE id = $1", &[&second])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(result, json!({"n": 2}));
+
+    // A broken file is refused and the daemon carries on with the old config.
+    std::fs::write(&path, "[worker]\nconcurrency = \"lots\"\n").unwrap();
+    w.signal(libc::SIGHUP);
+    let first = insert_job(&c, "first", json!({})).await;
+    wait_for(
+        Duration::from_secs(10),
+        "work to go on after a bad reload",
+        || async { (status(&c, first).await == "succeeded").then_some(()) },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "the long job to finish",
+        || async { (status(&c, long).await == "succeeded").then_some(()) },
+    )
+    .await;
+    let attempt: i32 = c
+        .query_one("SELECT attempt FROM ops_jobs WHERE id = $1", &[&long])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempt, 1, "the running job was not interrupted");
+    wait_for(
+        Duration::from_secs(5),
+        "the failed reload to be logged",
+        || async { w.log_text().contains("reload failed").then_some(()) },
+    )
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -161,6 +161,12 @@ impl Registry {
     pub fn job_types(&self) -> impl Iterator<Item = &str> {
         self.handlers.keys().map(String::as_str)
     }
+
+    pub fn sorted_job_types(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.handlers.keys().cloned().collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 impl std::fmt::Debug for Registry {
