@@ -332,24 +332,24 @@ impl Settings {
         if self.db.pool_size < 2 || self.db.pool_size > 1000 {
             return bad("db.pool_size", "must be between 2 and 1000");
         }
+        // Configured handlers: each entry valid, each job type declared once
+        // across both kinds.
+        let exec = self
+            .exec
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ("exec", i, &e.job_type, e.validate(i)));
+        let http = self
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, h)| ("http", i, &h.job_type, h.validate(i)));
         let mut seen = std::collections::HashSet::new();
-        for (i, e) in self.exec.iter().enumerate() {
-            e.validate(i)
-                .map_err(|m| Error::Config(format!("{m} (config file)")))?;
-            if !seen.insert(&e.job_type) {
+        for (kind, i, job_type, valid) in exec.chain(http) {
+            valid.map_err(|m| Error::Config(format!("{m} (config file)")))?;
+            if !seen.insert(job_type) {
                 return Err(Error::Config(format!(
-                    "exec[{i}].job_type {} is defined twice",
-                    e.job_type
-                )));
-            }
-        }
-        for (i, h) in self.http.iter().enumerate() {
-            h.validate(i)
-                .map_err(|m| Error::Config(format!("{m} (config file)")))?;
-            if !seen.insert(&h.job_type) {
-                return Err(Error::Config(format!(
-                    "http[{i}].job_type {} is defined twice",
-                    h.job_type
+                    "{kind}[{i}].job_type {job_type} is defined twice"
                 )));
             }
         }

@@ -78,10 +78,7 @@ async fn a_running_job_is_cancelled_through_notify_well_before_the_next_heartbea
     });
     let w = start_worker(&cfg, Registry::with_builtins()).await;
     let id = insert_job(&c, "sleep", json!({"ms": 60000})).await;
-    wait_for(Duration::from_secs(5), "the job to run", || async {
-        (status(&c, id).await == "running").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "running", Duration::from_secs(5)).await;
     // Plain SQL, as an app would do it.
     c.execute(
         "UPDATE ops_jobs SET cancel_requested = true, cancel_requested_at = now(), cancel_reason = 'operator said so' WHERE id = $1",
@@ -89,12 +86,7 @@ async fn a_running_job_is_cancelled_through_notify_well_before_the_next_heartbea
     )
     .await
     .unwrap();
-    wait_for(
-        Duration::from_secs(5),
-        "the job to be cancelled",
-        || async { (status(&c, id).await == "cancelled").then_some(()) },
-    )
-    .await;
+    wait_status(&c, id, "cancelled", Duration::from_secs(5)).await;
     let (_, error) = job_row(&c, id).await;
     assert_eq!(
         error.as_deref(),
@@ -117,27 +109,14 @@ async fn a_handler_that_ignores_cancellation_is_abandoned_after_the_grace_and_it
     });
     let w = start_worker(&db.config(|s| s.worker.concurrency = 1), r).await;
     let id = insert_job(&c, "stubborn", json!({})).await;
-    wait_for(Duration::from_secs(5), "the job to run", || async {
-        (status(&c, id).await == "running").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "running", Duration::from_secs(5)).await;
     let next = insert_job(&c, "noop", json!({})).await;
     opsrunner::jobs::cancel(&c, id, None, "tests")
         .await
         .unwrap();
-    wait_for(
-        Duration::from_secs(10),
-        "the stubborn job to end cancelled",
-        || async { (status(&c, id).await == "cancelled").then_some(()) },
-    )
-    .await;
+    wait_status(&c, id, "cancelled", Duration::from_secs(10)).await;
     // The only slot is free again.
-    wait_for(
-        Duration::from_secs(10),
-        "the next job to run in the freed slot",
-        || async { (status(&c, next).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, next, "succeeded", Duration::from_secs(10)).await;
     w.shutdown().await;
 }
 
@@ -151,12 +130,7 @@ async fn disabling_a_flag_stops_claims_on_two_daemons_within_a_second() {
     let a = start_worker(&cfg, Registry::with_builtins()).await;
     let b = start_worker(&cfg, Registry::with_builtins()).await;
     let warm = insert_job(&c, "noop", json!({})).await;
-    wait_for(
-        Duration::from_secs(5),
-        "a job to run while enabled",
-        || async { (status(&c, warm).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, warm, "succeeded", Duration::from_secs(5)).await;
 
     opsrunner::flags::set(&c, "noop", false, Some("incident 42"), "tests", false)
         .await
@@ -193,20 +167,12 @@ async fn disabling_with_cancel_running_cancels_running_jobs_of_that_type() {
     enable(&c, &["sleep"]).await;
     let w = start_worker(&db.config(|_| {}), Registry::with_builtins()).await;
     let id = insert_job(&c, "sleep", json!({"ms": 60000})).await;
-    wait_for(Duration::from_secs(5), "the job to run", || async {
-        (status(&c, id).await == "running").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "running", Duration::from_secs(5)).await;
     let n = opsrunner::flags::set(&c, "sleep", false, Some("bad rollout"), "tests", true)
         .await
         .unwrap();
     assert_eq!(n, 1);
-    wait_for(
-        Duration::from_secs(5),
-        "the running job to be cancelled",
-        || async { (status(&c, id).await == "cancelled").then_some(()) },
-    )
-    .await;
+    wait_status(&c, id, "cancelled", Duration::from_secs(5)).await;
     let (_, error) = job_row(&c, id).await;
     assert_eq!(
         error.as_deref(),
@@ -249,12 +215,7 @@ async fn the_global_pause_switch_stops_all_claiming_until_resumed() {
     .await
     .unwrap();
     for id in [a, b] {
-        wait_for(
-            Duration::from_secs(5),
-            "jobs to run after resume",
-            || async { (status(&c, id).await == "succeeded").then_some(()) },
-        )
-        .await;
+        wait_status(&c, id, "succeeded", Duration::from_secs(5)).await;
     }
     w.shutdown().await;
 }

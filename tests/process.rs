@@ -33,12 +33,7 @@ async fn a_worker_killed_with_sigkill_mid_job_has_its_job_rescued_and_completed_
     let _ = a.child.wait().await;
 
     let b = WorkerProcess::start(&db, &[]).await;
-    wait_for(
-        Duration::from_secs(20),
-        "the job to be rescued and succeed",
-        || async { (status(&c, id).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, id, "succeeded", Duration::from_secs(20)).await;
     let row = c
         .query_one(
             "SELECT attempt, lease_owner FROM ops_jobs WHERE id = $1",
@@ -78,10 +73,7 @@ async fn sigterm_drains_running_jobs_and_exits_zero() {
     enable(&c, &["sleep"]).await;
     let mut w = WorkerProcess::start(&db, &[("OPSRUNNER_WORKER__SHUTDOWN_TIMEOUT", "20s")]).await;
     let id = insert_job(&c, "sleep", json!({"ms": 1500})).await;
-    wait_for(Duration::from_secs(10), "the job to start", || async {
-        (status(&c, id).await == "running").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "running", Duration::from_secs(10)).await;
     w.signal(libc::SIGTERM);
     // A job inserted after SIGTERM must not be claimed by the stopping worker.
     let late = insert_job(&c, "sleep", json!({"ms": 10})).await;
@@ -110,10 +102,7 @@ async fn sigterm_returns_jobs_longer_than_the_drain_timeout_to_the_queue_without
     enable(&c, &["sleep"]).await;
     let mut w = WorkerProcess::start(&db, &[("OPSRUNNER_WORKER__SHUTDOWN_TIMEOUT", "500ms")]).await;
     let id = insert_job(&c, "sleep", json!({"ms": 60000})).await;
-    wait_for(Duration::from_secs(10), "the job to start", || async {
-        (status(&c, id).await == "running").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "running", Duration::from_secs(10)).await;
     w.signal(libc::SIGTERM);
     let code = tokio::time::timeout(Duration::from_secs(20), w.child.wait())
         .await
@@ -150,10 +139,7 @@ async fn sighup_reloads_the_config_file_without_dropping_running_jobs() {
     let w = WorkerProcess::start(&db, &[("OPSRUNNER_CONFIG", &path_str)]).await;
 
     let long = insert_job(&c, "sleep", json!({"ms": 2500})).await;
-    wait_for(Duration::from_secs(10), "the long job to run", || async {
-        (status(&c, long).await == "running").then_some(())
-    })
-    .await;
+    wait_status(&c, long, "running", Duration::from_secs(10)).await;
     // Not known yet: stays queued.
     let second = insert_job(&c, "second", json!({})).await;
     std::fs::write(
@@ -162,12 +148,7 @@ async fn sighup_reloads_the_config_file_without_dropping_running_jobs() {
     )
     .unwrap();
     w.signal(libc::SIGHUP);
-    wait_for(
-        Duration::from_secs(10),
-        "the new job type to run after SIGHUP",
-        || async { (status(&c, second).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, second, "succeeded", Duration::from_secs(10)).await;
     let result: serde_json::Value = c
         .query_one("SELECT result FROM ops_jobs WHERE id = $1", &[&second])
         .await
@@ -179,18 +160,8 @@ async fn sighup_reloads_the_config_file_without_dropping_running_jobs() {
     std::fs::write(&path, "[worker]\nconcurrency = \"lots\"\n").unwrap();
     w.signal(libc::SIGHUP);
     let first = insert_job(&c, "first", json!({})).await;
-    wait_for(
-        Duration::from_secs(10),
-        "work to go on after a bad reload",
-        || async { (status(&c, first).await == "succeeded").then_some(()) },
-    )
-    .await;
-    wait_for(
-        Duration::from_secs(10),
-        "the long job to finish",
-        || async { (status(&c, long).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, first, "succeeded", Duration::from_secs(10)).await;
+    wait_status(&c, long, "succeeded", Duration::from_secs(10)).await;
     let attempt: i32 = c
         .query_one("SELECT attempt FROM ops_jobs WHERE id = $1", &[&long])
         .await

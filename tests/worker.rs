@@ -24,10 +24,7 @@ async fn job_inserted_by_plain_sql_is_picked_up_through_notify_before_the_poll_i
 
     let started = std::time::Instant::now();
     let id = insert_job(&c, "noop", json!({})).await;
-    wait_for(Duration::from_secs(5), "the job to succeed", || async {
-        (status(&c, id).await == "succeeded").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "succeeded", Duration::from_secs(5)).await;
     // The poll interval is 10 s: only the NOTIFY path can be this quick.
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
@@ -178,10 +175,7 @@ async fn a_failing_job_retries_with_backoff_then_ends_failed_with_a_bounded_erro
         .await
         .unwrap()
         .get(0);
-    wait_for(Duration::from_secs(20), "the job to fail", || async {
-        (status(&c, id).await == "failed").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "failed", Duration::from_secs(20)).await;
     let row = c
         .query_one(
             "SELECT attempt, error, finished_at IS NOT NULL FROM ops_jobs WHERE id = $1",
@@ -241,10 +235,7 @@ async fn a_bad_payload_fails_the_job_at_once_and_the_worker_keeps_running() {
         .unwrap()
         .get(0);
     for id in [bad, panicking] {
-        wait_for(Duration::from_secs(10), "the bad job to fail", || async {
-            (status(&c, id).await == "failed").then_some(())
-        })
-        .await;
+        wait_status(&c, id, "failed", Duration::from_secs(10)).await;
     }
     let errs: Vec<(i32, String)> = c
         .query(
@@ -269,12 +260,7 @@ async fn a_bad_payload_fails_the_job_at_once_and_the_worker_keeps_running() {
     );
     // Still alive and working.
     let ok = insert_job(&c, "noop", json!({})).await;
-    wait_for(
-        Duration::from_secs(10),
-        "a later job to succeed",
-        || async { (status(&c, ok).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, ok, "succeeded", Duration::from_secs(10)).await;
     w.shutdown().await;
 }
 
@@ -294,10 +280,7 @@ async fn an_oversized_result_is_replaced_by_the_truncation_marker() {
     let big = insert_job(&c, "big", json!({})).await;
     let fits = insert_job(&c, "fits", json!({})).await;
     for id in [big, fits] {
-        wait_for(Duration::from_secs(10), "the job to succeed", || async {
-            (status(&c, id).await == "succeeded").then_some(())
-        })
-        .await;
+        wait_status(&c, id, "succeeded", Duration::from_secs(10)).await;
     }
     let result = |id| {
         let c = &c;
@@ -344,12 +327,7 @@ async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_res
     opsrunner::flags::set(&c, "noop", true, Some("go"), "tests", false)
         .await
         .unwrap();
-    wait_for(
-        Duration::from_secs(5),
-        "the job to run once its flag is on",
-        || async { (status(&c, id).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, id, "succeeded", Duration::from_secs(5)).await;
     w.shutdown().await;
 }
 
@@ -390,20 +368,10 @@ async fn jobs_are_still_picked_up_after_the_listen_connection_is_terminated() {
     )
     .await;
     assert_ne!(new, old);
-    wait_for(
-        Duration::from_secs(10),
-        "the job inserted during the outage",
-        || async { (status(&c, during).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, during, "succeeded", Duration::from_secs(10)).await;
     // And NOTIFY works again on the new connection.
     let after = insert_job(&c, "noop", json!({})).await;
-    wait_for(
-        Duration::from_secs(10),
-        "the job inserted after reconnect",
-        || async { (status(&c, after).await == "succeeded").then_some(()) },
-    )
-    .await;
+    wait_status(&c, after, "succeeded", Duration::from_secs(10)).await;
     assert!(w.stats.listener_reconnects.load(Ordering::Relaxed) >= 1);
     assert_eq!(w.stats.poll_claims.load(Ordering::Relaxed), 0);
     w.shutdown().await;
@@ -445,10 +413,7 @@ async fn a_zombie_worker_cannot_complete_an_attempt_that_was_reclaimed() {
         gated(gate_a.clone(), "a"),
     )
     .await;
-    wait_for(Duration::from_secs(5), "A to claim", || async {
-        (status(&c, id).await == "running").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "running", Duration::from_secs(5)).await;
     c.execute(
         "UPDATE ops_jobs SET status = 'queued', lease_expires_at = NULL, run_at = now() WHERE id = $1",
         &[&id],
@@ -496,10 +461,7 @@ async fn a_zombie_worker_cannot_complete_an_attempt_that_was_reclaimed() {
     assert_eq!(a.stats.succeeded.load(Ordering::Relaxed), 0);
 
     gate_b.notify_one();
-    wait_for(Duration::from_secs(10), "B to finish attempt 2", || async {
-        (status(&c, id).await == "succeeded").then_some(())
-    })
-    .await;
+    wait_status(&c, id, "succeeded", Duration::from_secs(10)).await;
     let result: serde_json::Value = c
         .query_one("SELECT result FROM ops_jobs WHERE id = $1", &[&id])
         .await
@@ -525,12 +487,7 @@ async fn a_queued_job_with_cancel_requested_is_cancelled_without_running() {
         .unwrap()
         .get(0);
     let w = start_worker(&db.config(|_| {}), counting_registry(counts.clone())).await;
-    wait_for(
-        Duration::from_secs(10),
-        "the job to be cancelled",
-        || async { (status(&c, id).await == "cancelled").then_some(()) },
-    )
-    .await;
+    wait_status(&c, id, "cancelled", Duration::from_secs(10)).await;
     assert!(counts.lock().unwrap().is_empty(), "the handler ran");
     w.shutdown().await;
 }

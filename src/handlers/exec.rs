@@ -40,13 +40,7 @@ pub struct ExecConfig {
 impl ExecConfig {
     pub fn validate(&self, idx: usize) -> Result<(), String> {
         let at = format!("exec[{idx}]");
-        if !crate::jobs::valid_name(&self.job_type)
-            || super::BUILTINS.contains(&self.job_type.as_str())
-        {
-            return Err(format!(
-                "{at}.job_type must be a job type name other than a built-in"
-            ));
-        }
+        super::check_configured_job_type(&at, &self.job_type)?;
         match self.command.first() {
             None => return Err(format!("{at}.command must name a program")),
             Some(p) if !p.starts_with('/') => {

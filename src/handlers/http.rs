@@ -68,13 +68,7 @@ impl std::fmt::Debug for HttpConfig {
 impl HttpConfig {
     pub fn validate(&self, idx: usize) -> Result<(), String> {
         let at = format!("http[{idx}]");
-        if !crate::jobs::valid_name(&self.job_type)
-            || super::BUILTINS.contains(&self.job_type.as_str())
-        {
-            return Err(format!(
-                "{at}.job_type must be a job type name other than a built-in"
-            ));
-        }
+        super::check_configured_job_type(&at, &self.job_type)?;
         let url = url::Url::parse(&self.url).map_err(|_| format!("{at}.url is not a valid URL"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(format!(

@@ -23,6 +23,19 @@ pub mod ssrf;
 /// Job types whose handlers are built in.
 pub const BUILTINS: &[&str] = &["noop", "sleep"];
 
+/// A job type declared in the config file: a valid name that is not a built-in.
+fn check_configured_job_type(at: &str, job_type: &str) -> Result<(), String> {
+    if !crate::jobs::valid_name(job_type)
+        || BUILTINS.contains(&job_type)
+        || job_type == crate::flags::PAUSE_FLAG
+    {
+        return Err(format!(
+            "{at}.job_type must be a job type name other than a built-in"
+        ));
+    }
+    Ok(())
+}
+
 /// What a handler sees of its job.
 #[derive(Debug, Clone)]
 pub struct JobContext {

@@ -220,6 +220,26 @@ pub async fn status(client: &tokio_postgres::Client, id: uuid::Uuid) -> String {
         .get(0)
 }
 
+/// Waits until job `id` has status `want`; on timeout, says what it had.
+pub async fn wait_status(
+    client: &tokio_postgres::Client,
+    id: uuid::Uuid,
+    want: &str,
+    limit: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let now = status(client, id).await;
+        if now == want {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("job {id} is {now}, not {want}, after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn insert_job(
     client: &tokio_postgres::Client,
     job_type: &str,
