@@ -52,6 +52,7 @@ pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    shared.mark_db_ok();
     Ok(shared.flags.replace(names))
 }
 

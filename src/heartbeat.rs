@@ -30,6 +30,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         }
         match beat(&shared, &ids).await {
             Ok(rows) => {
+                shared.mark_db_ok();
                 last_ok = Instant::now();
                 let mine: HashSet<Uuid> = rows.iter().map(|(id, _)| *id).collect();
                 for (id, cancel) in rows {

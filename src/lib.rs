@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod logging;
 pub mod migrate;
 pub mod pgtemp;
+pub mod systemd;
 pub mod worker;
 
 mod completer;

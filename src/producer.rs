@@ -43,16 +43,21 @@ impl Producer {
                 return;
             }
             let free = self.slots.available_permits();
+            self.shared.mark_loop();
             if free == 0 {
+                // Bounded, so that a daemon busy with long jobs still shows a
+                // turning loop to the watchdog.
                 tokio::select! {
                     _ = stop_claiming.cancelled() => return,
                     _ = self.shared.slot_freed.notified() => { wake = Wake::Slot; continue; }
+                    _ = tokio::time::sleep(self.shared.cfg().poll_interval) => continue,
                 }
             }
             let types = self.shared.enabled_job_types();
             if !types.is_empty() {
                 match self.claim(free, &types).await {
                     Ok(jobs) => {
+                        self.shared.mark_db_ok();
                         backoff.reset();
                         let n = jobs.len();
                         let counter = match wake {

@@ -70,10 +70,26 @@ pub(crate) struct Shared {
     /// A cancellation was requested somewhere: check our running jobs now.
     pub cancel_check: Notify,
     pub listener_up: AtomicBool,
+    /// Health marks, in ms since `started` (see `systemd::unhealthy`).
+    pub last_db_ok_ms: AtomicU64,
+    pub last_loop_ms: AtomicU64,
+    started: std::time::Instant,
     running: Mutex<HashMap<Uuid, RunningJob>>,
 }
 
 impl Shared {
+    pub fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn mark_db_ok(&self) {
+        self.last_db_ok_ms.store(self.clock_ms(), Ordering::Relaxed);
+    }
+
+    pub fn mark_loop(&self) {
+        self.last_loop_ms.store(self.clock_ms(), Ordering::Relaxed);
+    }
+
     pub fn cfg(&self) -> Arc<WorkerConfig> {
         match self.cfg.read() {
             Ok(c) => c.clone(),
@@ -178,6 +194,17 @@ impl Reloader {
         settings: &crate::config::Settings,
         registry: Registry,
     ) -> Result<Vec<&'static str>> {
+        crate::systemd::reloading();
+        let result = self.apply_inner(settings, registry);
+        crate::systemd::reloaded();
+        result
+    }
+
+    fn apply_inner(
+        &self,
+        settings: &crate::config::Settings,
+        registry: Registry,
+    ) -> Result<Vec<&'static str>> {
         settings.validate()?;
         let old = self.shared.cfg();
         let mut new = settings.worker.clone();
@@ -232,6 +259,9 @@ impl Worker {
             flags_changed: Notify::new(),
             cancel_check: Notify::new(),
             listener_up: AtomicBool::new(false),
+            last_db_ok_ms: AtomicU64::new(0),
+            last_loop_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             running: Mutex::new(HashMap::new()),
         };
         let (ready_tx, _) = watch::channel(false);
@@ -292,6 +322,11 @@ impl Worker {
             )),
             tokio::spawn(crate::heartbeat::run(shared.clone(), background.clone())),
             tokio::spawn(crate::maintenance::run(shared.clone(), background.clone())),
+            tokio::spawn(crate::systemd::run(
+                shared.clone(),
+                self.ready_tx.subscribe(),
+                background.clone(),
+            )),
         ];
 
         let (completions_tx, completions_rx) = mpsc::channel(shared.cfg().completion_batch * 4);
@@ -331,7 +366,7 @@ impl Worker {
                 shutdown.cancel();
             }
             (r, i, _) = futures_util::future::select_all(tasks.iter_mut()) => {
-                let name = ["listener", "flag reloader", "heartbeat", "maintenance"].get(i).copied().unwrap_or("?");
+                let name = ["listener", "flag reloader", "heartbeat", "maintenance", "systemd notifier"].get(i).copied().unwrap_or("?");
                 tracing::error!(task = name, result = ?r.err(), "a background task stopped unexpectedly; shutting down");
                 crashed = true;
                 finished_task = Some(i);
@@ -345,6 +380,7 @@ impl Worker {
         if !crashed {
             let _ = producer_task.await;
         }
+        crate::systemd::stopping();
         let running = shared.running_ids().len();
         tracing::info!(running, timeout = ?shared.cfg().shutdown_timeout, "stopping: claiming stopped, draining running jobs");
         tracker.close();

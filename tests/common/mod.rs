@@ -15,7 +15,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 pub struct Server {
-    admin_url: String,
+    pub admin_url: String,
     /// Only for a throwaway cluster: test databases die with it.
     cluster: Option<TempCluster>,
 }
