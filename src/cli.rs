@@ -37,6 +37,9 @@ pub enum Command {
     Worker,
     /// Check config, connectivity and schema version, then exit.
     Check,
+    /// Delete finished jobs and audit rows past their retention now (the
+    /// daemons also do this every retention.interval).
+    Prune,
     /// Insert one job.
     Enqueue {
         job_type: String,
@@ -267,6 +270,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::migrate::latest_version()
                 );
             }
+        }
+        Command::Prune => {
+            let client = connect().await?;
+            crate::migrate::check_schema(&client).await?;
+            let c = crate::maintenance::prune_all(&client, &config.settings.retention).await?;
+            println!(
+                "deleted {} finished jobs ({} events) and {} audit rows",
+                c.jobs_deleted, c.events_deleted, c.audit_deleted
+            );
         }
         Command::Check => {
             let client = connect().await?;

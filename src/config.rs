@@ -178,6 +178,33 @@ impl Default for DbConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Finished jobs (and their events) older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub jobs: Duration,
+    /// Audit rows older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub audit: Duration,
+    /// How often the elected daemon prunes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows deleted per statement, so that no prune holds locks for long.
+    pub batch: i32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            jobs: Duration::from_secs(90 * 86_400),
+            audit: Duration::from_secs(365 * 86_400),
+            interval: Duration::from_secs(3600),
+            batch: 5000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -202,6 +229,7 @@ pub struct LogConfig {
 pub struct Settings {
     pub worker: WorkerConfig,
     pub db: DbConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
     /// Commands run by `exec` handlers, one job type each.
     pub exec: Vec<crate::handlers::exec::ExecConfig>,
@@ -309,6 +337,9 @@ impl Settings {
             ("worker.backoff_base", w.backoff_base),
             ("db.acquire_timeout", self.db.acquire_timeout),
             ("db.connect_timeout", self.db.connect_timeout),
+            ("retention.jobs", self.retention.jobs),
+            ("retention.audit", self.retention.audit),
+            ("retention.interval", self.retention.interval),
         ] {
             if d.is_zero() {
                 return bad(key, "must be greater than zero");
@@ -328,6 +359,9 @@ impl Settings {
         }
         if w.completion_batch == 0 || w.completion_batch > 10_000 {
             return bad("worker.completion_batch", "must be between 1 and 10000");
+        }
+        if !(1..=100_000).contains(&self.retention.batch) {
+            return bad("retention.batch", "must be between 1 and 100000");
         }
         if self.db.pool_size < 2 || self.db.pool_size > 1000 {
             return bad("db.pool_size", "must be between 2 and 1000");

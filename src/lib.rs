@@ -18,6 +18,7 @@ pub mod flags;
 pub mod handlers;
 pub mod jobs;
 pub mod logging;
+pub mod maintenance;
 pub mod migrate;
 pub mod pgtemp;
 pub mod systemd;
@@ -27,7 +28,6 @@ mod completer;
 mod executor;
 mod heartbeat;
 mod listener;
-mod maintenance;
 mod producer;
 
 pub use error::{Error, Result};

@@ -19,6 +19,8 @@ const RESCUER_LOCK: i64 = 0x6f70_7372_7265_7363;
 const BATCH: i64 = 1000;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    // First prune one interval after start, not at every restart.
+    let mut next_prune = tokio::time::Instant::now() + shared.retention.interval;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -41,6 +43,104 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "maintenance tick failed");
             }
+        }
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune = tokio::time::Instant::now() + shared.retention.interval;
+            if let Err(e) = prune_elected(&shared, &stop).await {
+                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "retention pruning failed; will try next interval");
+            }
+        }
+    }
+}
+
+/// Arbitrary constant: "opsrprun".
+const PRUNER_LOCK: i64 = 0x6f70_7372_7072_756e;
+
+/// Prunes in batches while this daemon holds the pruner lock, one short
+/// transaction per batch.
+async fn prune_elected(shared: &Shared, stop: &CancellationToken) -> Result<()> {
+    let mut total = PruneCounts::default();
+    loop {
+        let mut client = shared.pool.get().await.map_err(Error::from)?;
+        let tx = client.transaction().await?;
+        let leader: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNER_LOCK])
+            .await?
+            .get(0);
+        if !leader {
+            return Ok(());
+        }
+        let c = prune_batch(&*tx, &shared.retention).await?;
+        tx.commit().await?;
+        total.add(&c);
+        let more = c.jobs_deleted.max(c.audit_deleted) >= i64::from(shared.retention.batch);
+        if !more || stop.is_cancelled() {
+            break;
+        }
+    }
+    if total.jobs_deleted + total.audit_deleted > 0 {
+        tracing::info!(
+            jobs = total.jobs_deleted,
+            events = total.events_deleted,
+            audit = total.audit_deleted,
+            "retention pruning"
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PruneCounts {
+    pub jobs_deleted: i64,
+    pub events_deleted: i64,
+    pub audit_deleted: i64,
+}
+
+impl PruneCounts {
+    fn add(&mut self, o: &PruneCounts) {
+        self.jobs_deleted += o.jobs_deleted;
+        self.events_deleted += o.events_deleted;
+        self.audit_deleted += o.audit_deleted;
+    }
+}
+
+/// One retention batch (see `sql/queries/prune.sql`).
+pub async fn prune_batch(
+    client: &impl tokio_postgres::GenericClient,
+    retention: &crate::config::RetentionConfig,
+) -> Result<PruneCounts> {
+    let cutoff = |d: std::time::Duration| {
+        chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    };
+    let row = client
+        .query_one(
+            include_str!("../sql/queries/prune.sql"),
+            &[
+                &cutoff(retention.jobs),
+                &cutoff(retention.audit),
+                &retention.batch,
+            ],
+        )
+        .await?;
+    Ok(PruneCounts {
+        jobs_deleted: row.get(0),
+        events_deleted: row.get(1),
+        audit_deleted: row.get(2),
+    })
+}
+
+/// Prunes until nothing old is left (for `opsrunner prune`).
+pub async fn prune_all(
+    client: &impl tokio_postgres::GenericClient,
+    retention: &crate::config::RetentionConfig,
+) -> Result<PruneCounts> {
+    let mut total = PruneCounts::default();
+    loop {
+        let c = prune_batch(client, retention).await?;
+        total.add(&c);
+        if c.jobs_deleted.max(c.audit_deleted) < i64::from(retention.batch) {
+            return Ok(total);
         }
     }
 }

@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_cancel_audit_dryrun",
         sql: include_str!("../sql/migrations/0002_cancel_audit_dryrun.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_retention",
+        sql: include_str!("../sql/migrations/0003_retention.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -55,6 +55,7 @@ pub(crate) struct Shared {
     /// Swapped on SIGHUP; readers take a snapshot with `cfg()`.
     cfg: RwLock<Arc<WorkerConfig>>,
     pub db_config: DbConfig,
+    pub retention: crate::config::RetentionConfig,
     pub listen_url: DbUrl,
     /// This process's lease owner name: `host:pid:random`.
     pub owner: String,
@@ -248,6 +249,7 @@ impl Worker {
         let shared = Shared {
             cfg: RwLock::new(Arc::new(config.settings.worker.clone())),
             db_config: config.settings.db.clone(),
+            retention: config.settings.retention.clone(),
             listen_url: config.listen_url.clone(),
             owner: lease_owner(),
             pool,
