@@ -293,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals()?;
             let worker = Worker::new(&config, Registry::from_settings(&config.settings)?)?;
             reload_on_sighup(worker.reloader(), path.clone())?;
+            crate::metrics::start(&config.settings, worker.ready_check(), shutdown.clone()).await?;
             let mut ready = worker.ready();
             tokio::spawn(async move {
                 if ready.wait_for(|r| *r).await.is_ok() {

@@ -46,7 +46,7 @@ async fn write_until_done(shared: &Shared, batch: &mut [Completion], give_up: &C
         match write(shared, batch).await {
             Ok(()) => return,
             Err(e) if is_transient(&e) => {
-                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                shared.db_error();
                 if give_up.is_cancelled() {
                     tracing::error!(
                         jobs = batch.len(), error = %e,
@@ -170,12 +170,29 @@ async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
         };
         if written.contains(&c.id) {
             kind.fetch_add(1, Ordering::Relaxed);
+            let outcome = match &c.outcome {
+                Outcome::Succeeded(_) => "succeeded",
+                Outcome::Retry { .. } => "retried",
+                Outcome::Failed(_) => "failed",
+                Outcome::Cancelled(_) => "cancelled",
+                Outcome::Requeue(_) => "requeued",
+                Outcome::Abandon => "abandoned",
+            };
+            let labels = [
+                ("job_type", c.job_type.clone()),
+                ("queue", c.queue.clone()),
+                ("outcome", outcome.to_string()),
+            ];
+            metrics::counter!("opsrunner_jobs_completed_total", &labels).increment(1);
+            metrics::histogram!("opsrunner_job_duration_seconds", "job_type" => c.job_type.clone(), "outcome" => outcome)
+                .record(c.duration.as_secs_f64());
         } else {
             // Fenced: our lease expired and the row moved on without us.
             shared
                 .stats
                 .stale_completions
                 .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("opsrunner_stale_completions_total").increment(1);
             tracing::warn!(job_id = %c.id, attempt = c.attempt, "completion refused: this worker no longer holds the job's lease");
         }
     }

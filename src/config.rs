@@ -205,6 +205,21 @@ impl Default for RetentionConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address for /metrics, /healthz and /readyz; empty disables them.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -230,6 +245,7 @@ pub struct Settings {
     pub worker: WorkerConfig,
     pub db: DbConfig,
     pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// Commands run by `exec` handlers, one job type each.
     pub exec: Vec<crate::handlers::exec::ExecConfig>,
@@ -359,6 +375,14 @@ impl Settings {
         }
         if w.completion_batch == 0 || w.completion_batch > 10_000 {
             return bad("worker.completion_batch", "must be between 1 and 10000");
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(
+                "metrics.listen",
+                "must be an address like 127.0.0.1:9464, or empty to disable",
+            );
         }
         if !(1..=100_000).contains(&self.retention.batch) {
             return bad("retention.batch", "must be between 1 and 100000");

@@ -62,6 +62,15 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
     println!("flags enabled: noop, sleep");
 
     let worker = Worker::new(&config, Registry::from_settings(&config.settings)?)?;
+    if crate::metrics::start(&config.settings, worker.ready_check(), shutdown.clone())
+        .await?
+        .is_some()
+    {
+        println!(
+            "metrics on http://{}/metrics",
+            config.settings.metrics.listen
+        );
+    }
     let mut ready = worker.ready();
     let worker_stop = shutdown.child_token();
     let worker_task = tokio::spawn(worker.run(worker_stop.clone()));

@@ -26,6 +26,8 @@ pub(crate) struct ClaimedJob {
     pub timeout: Option<Duration>,
     pub cancel_requested: bool,
     pub dry_run: bool,
+    /// From `run_at` to the claim.
+    pub queue_wait: Duration,
 }
 
 /// Why a job's token was cancelled. A token cancelled with no reason set was
@@ -58,6 +60,10 @@ pub(crate) struct Completion {
     pub id: Uuid,
     pub attempt: i32,
     pub outcome: Outcome,
+    /// For metrics labels and the duration histogram.
+    pub job_type: String,
+    pub queue: String,
+    pub duration: Duration,
 }
 
 pub(crate) async fn execute(
@@ -69,10 +75,15 @@ pub(crate) async fn execute(
 ) -> Completion {
     let cfg = shared.cfg();
     let (id, attempt) = (job.id, job.attempt);
+    let started = std::time::Instant::now();
+    let (job_type, queue) = (job.job_type.clone(), job.queue.clone());
     let done = |outcome| Completion {
         id,
         attempt,
         outcome,
+        job_type: job_type.clone(),
+        queue: queue.clone(),
+        duration: started.elapsed(),
     };
     if job.cancel_requested {
         return done(Outcome::Cancelled("cancelled before start".into()));

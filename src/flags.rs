@@ -53,6 +53,10 @@ pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
         .map(|r| r.get(0))
         .collect();
     shared.mark_db_ok();
+    for t in shared.registry().job_types().chain([PAUSE_FLAG]) {
+        metrics::gauge!("opsrunner_feature_flag_enabled", "flag" => t.to_string())
+            .set(if names.contains(t) { 1.0 } else { 0.0 });
+    }
     Ok(shared.flags.replace(names))
 }
 
@@ -71,10 +75,7 @@ pub(crate) async fn run_reloader(shared: Arc<Shared>, stop: CancellationToken) {
             }
             Ok(false) => {}
             Err(e) => {
-                shared
-                    .stats
-                    .db_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.db_error();
                 tracing::warn!(error = %e, "cannot reload feature flags; keeping the last known set");
             }
         }

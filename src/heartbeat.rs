@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +42,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
             Err(e) => {
-                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                shared.db_error();
                 tracing::warn!(error = %e, jobs = ids.len(), "heartbeat failed");
                 if last_ok.elapsed() > shared.cfg().lease {
                     tracing::error!("leases expired without a heartbeat; abandoning running jobs");

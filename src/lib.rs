@@ -19,6 +19,7 @@ pub mod handlers;
 pub mod jobs;
 pub mod logging;
 pub mod maintenance;
+pub mod metrics;
 pub mod migrate;
 pub mod pgtemp;
 pub mod systemd;

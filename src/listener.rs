@@ -36,6 +36,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: C
                         .stats
                         .listener_reconnects
                         .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("opsrunner_listener_reconnects_total").increment(1);
                     tracing::info!("LISTEN connection re-established; catching up");
                 }
                 connected_before = true;
@@ -72,7 +73,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: C
                 tracing::warn!("LISTEN connection lost; reconnecting with backoff");
             }
             Err(e) => {
-                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                shared.db_error();
                 tracing::warn!(error = %e, "cannot open the LISTEN connection; retrying");
             }
         }

@@ -40,18 +40,57 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
             Err(e) => {
-                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                shared.db_error();
                 tracing::warn!(error = %e, "maintenance tick failed");
             }
         }
         if tokio::time::Instant::now() >= next_prune {
             next_prune = tokio::time::Instant::now() + shared.retention.interval;
             if let Err(e) = prune_elected(&shared, &stop).await {
-                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                shared.db_error();
                 tracing::warn!(error = %e, "retention pruning failed; will try next interval");
             }
         }
     }
+}
+
+/// Queues seen by a previous gauge update, so that an emptied queue reads 0.
+static SEEN_QUEUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+async fn publish_queue_gauges(shared: &Shared) -> Result<()> {
+    let client = shared.pool.get().await.map_err(Error::from)?;
+    let stmt = client
+        .prepare_cached(include_str!("../sql/queries/queue_stats.sql"))
+        .await?;
+    let rows = client.query(&stmt, &[]).await?;
+    let mut now_seen = Vec::new();
+    for r in &rows {
+        let queue: String = r.get(0);
+        metrics::gauge!("opsrunner_queue_depth", "queue" => queue.clone())
+            .set(r.get::<_, i64>(1) as f64);
+        metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => queue.clone())
+            .set(r.get::<_, f64>(2));
+        now_seen.push(queue);
+    }
+    if let Ok(mut seen) = SEEN_QUEUES.lock() {
+        // Known queues read 0 when empty rather than vanish: alerts need a series.
+        for q in std::iter::once("default".to_string()).chain(shared.cfg().queues.iter().cloned()) {
+            if !seen.contains(&q) {
+                seen.push(q);
+            }
+        }
+        for gone in seen.iter().filter(|q| !now_seen.contains(q)) {
+            metrics::gauge!("opsrunner_queue_depth", "queue" => gone.clone()).set(0.0);
+            metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => gone.clone()).set(0.0);
+        }
+        *seen = now_seen;
+    }
+    let usage: f64 = client
+        .query_one("SELECT pg_notification_queue_usage()", &[])
+        .await?
+        .get(0);
+    metrics::gauge!("opsrunner_notification_queue_usage_ratio").set(usage);
+    Ok(())
 }
 
 /// Arbitrary constant: "opsrprun".
@@ -174,5 +213,8 @@ async fn tick(shared: &Shared) -> Result<Option<(u64, u64, u64)>> {
         .stats
         .rescued
         .fetch_add(requeued + failed, Ordering::Relaxed);
+    metrics::counter!("opsrunner_jobs_rescued_total").increment(requeued + failed);
+    // The leader publishes queue gauges; followers do not scan at all.
+    publish_queue_gauges(shared).await?;
     Ok(Some((requeued, failed, cancelled)))
 }

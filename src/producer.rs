@@ -67,6 +67,13 @@ impl Producer {
                         };
                         if let Some(c) = counter {
                             c.fetch_add(n as u64, Ordering::Relaxed);
+                            let source = if matches!(wake, Wake::Notify) {
+                                "notify"
+                            } else {
+                                "poll"
+                            };
+                            metrics::counter!("opsrunner_job_pickups_total", "source" => source)
+                                .increment(n as u64);
                         }
                         for job in jobs {
                             self.launch(job).await;
@@ -78,7 +85,7 @@ impl Producer {
                         }
                     }
                     Err(e) => {
-                        self.shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                        self.shared.db_error();
                         let delay = backoff.next_delay();
                         tracing::warn!(error = %e, retry_in = ?delay, "claim failed");
                         tokio::select! {
@@ -131,6 +138,11 @@ impl Producer {
                         .map(Duration::from_secs_f64),
                     cancel_requested: r.try_get("cancel_requested")?,
                     dry_run: r.try_get("dry_run")?,
+                    queue_wait: Duration::from_secs_f64(
+                        r.try_get::<_, Option<f64>>("queue_wait_secs")?
+                            .unwrap_or(0.0)
+                            .max(0.0),
+                    ),
                 })
             })
             .collect()
@@ -154,10 +166,20 @@ impl Producer {
                     id: job.id,
                     attempt: job.attempt,
                     outcome,
+                    job_type: job.job_type.clone(),
+                    queue: job.queue.clone(),
+                    duration: Duration::ZERO,
                 })
                 .await;
             return;
         };
+        let labels = [
+            ("job_type", job.job_type.clone()),
+            ("queue", job.queue.clone()),
+        ];
+        metrics::counter!("opsrunner_jobs_claimed_total", &labels).increment(1);
+        metrics::histogram!("opsrunner_job_queue_wait_seconds", &labels)
+            .record(job.queue_wait.as_secs_f64());
         let (token, reason) = self.shared.track_running(job.id, &self.jobs_root);
         let shared = self.shared.clone();
         let completions = self.completions.clone();

@@ -83,6 +83,11 @@ impl Shared {
         self.started.elapsed().as_millis() as u64
     }
 
+    pub fn db_error(&self) {
+        self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("opsrunner_db_errors_total").increment(1);
+    }
+
     pub fn mark_db_ok(&self) {
         self.last_db_ok_ms.store(self.clock_ms(), Ordering::Relaxed);
     }
@@ -130,6 +135,7 @@ impl Shared {
                     reason: reason.clone(),
                 },
             );
+            metrics::gauge!("opsrunner_jobs_running").set(m.len() as f64);
         }
         (token, reason)
     }
@@ -139,6 +145,7 @@ impl Shared {
             for id in ids {
                 m.remove(&id);
             }
+            metrics::gauge!("opsrunner_jobs_running").set(m.len() as f64);
         }
     }
 
@@ -155,6 +162,9 @@ impl Shared {
             && !job.token.is_cancelled()
         {
             let _ = job.reason.set(why);
+            if why == CancelReason::Requested {
+                metrics::counter!("opsrunner_cancel_requests_total").increment(1);
+            }
             job.token.cancel();
             tracing::info!(job_id = %id, reason = ?why, "cancelling running job");
         }
@@ -282,6 +292,12 @@ impl Worker {
         Reloader {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Readiness for `/readyz`: `None` when healthy, else why not.
+    pub fn ready_check(&self) -> crate::metrics::ReadyCheck {
+        let shared = self.shared.clone();
+        Arc::new(move || crate::systemd::unhealthy(&shared))
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -438,7 +454,7 @@ async fn wait_for_schema(shared: &Shared, shutdown: &CancellationToken) -> Resul
         match attempt.await {
             Ok(()) => return Ok(true),
             Err(e) if crate::db::is_transient(&e) => {
-                shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                shared.db_error();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "database not reachable at start-up; retrying");
                 tokio::select! {

@@ -177,7 +177,10 @@ async fn enqueue_then_jobs_list_and_show() {
 
 #[test]
 fn dev_runs_a_demo_job_to_success_on_a_throwaway_cluster() {
-    let o = opsrunner(&["dev", "--exit-after-demo"], &[]);
+    let o = opsrunner(
+        &["dev", "--exit-after-demo"],
+        &[("OPSRUNNER_METRICS__LISTEN", "127.0.0.1:0")],
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     let q = t.find("status: queued").expect(&t);

@@ -274,6 +274,8 @@ impl WorkerProcess {
             .env("OPSRUNNER_WORKER__HEARTBEAT_INTERVAL", "400ms")
             .env("OPSRUNNER_WORKER__RESCUE_INTERVAL", "300ms")
             .env("OPSRUNNER_WORKER__CANCEL_GRACE", "1s")
+            // Tests run workers in parallel: no fixed metrics port unless asked.
+            .env("OPSRUNNER_METRICS__LISTEN", "")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
