@@ -103,11 +103,7 @@ async fn prune_elected(shared: &Shared, stop: &CancellationToken) -> Result<()> 
     loop {
         let mut client = shared.pool.get().await.map_err(Error::from)?;
         let tx = client.transaction().await?;
-        let leader: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNER_LOCK])
-            .await?
-            .get(0);
-        if !leader {
+        if !lead(&tx, PRUNER_LOCK).await? {
             return Ok(());
         }
         let c = prune_batch(&*tx, &shared.retention).await?;
@@ -184,15 +180,20 @@ pub async fn prune_all(
     }
 }
 
+/// Election for one transaction: true when this daemon got the lock `key`
+/// (released at commit or rollback, so a crashed leader never keeps it).
+async fn lead(tx: &deadpool_postgres::Transaction<'_>, key: i64) -> Result<bool> {
+    Ok(tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&key])
+        .await?
+        .get(0))
+}
+
 /// `None` when another daemon holds the lock this tick.
 async fn tick(shared: &Shared) -> Result<Option<(u64, u64, u64)>> {
     let mut client = shared.pool.get().await.map_err(Error::from)?;
     let tx = client.transaction().await?;
-    let leader: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RESCUER_LOCK])
-        .await?
-        .get(0);
-    if !leader {
+    if !lead(&tx, RESCUER_LOCK).await? {
         return Ok(None);
     }
     let rescue = tx

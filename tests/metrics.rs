@@ -109,7 +109,11 @@ async fn metrics_count_outcomes_with_bounded_labels_and_health_endpoints_answer(
     );
     assert!(sample(&body, "opsrunner_notification_queue_usage_ratio", &[]).is_some());
     assert_eq!(sample(&body, "opsrunner_jobs_running", &[]), Some(0.0));
-    assert_eq!(sample(&body, "opsrunner_queue_depth", &["queue=\"default\""]), Some(0.0), "an empty queue reads 0");
+    assert_eq!(
+        sample(&body, "opsrunner_queue_depth", &["queue=\"default\""]),
+        Some(0.0),
+        "an empty queue reads 0"
+    );
     // No job id (or any UUID) in any label.
     for id in ids.iter().chain([&bad]) {
         assert!(!body.contains(&id.to_string()));
