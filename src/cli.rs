@@ -35,6 +35,20 @@ pub enum Command {
     Migrate,
     /// Run the worker daemon.
     Worker,
+    /// Run the HTTP shim: authenticated enqueue that only inserts rows.
+    Serve,
+    /// Scoped API keys for the HTTP shim.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Policy tokens for action job types.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the HTTP shim's OpenAPI document (docs/openapi.json).
+    Openapi,
     /// Check config, connectivity and schema version, then exit.
     Check,
     /// Delete finished jobs and audit rows past their retention now (the
@@ -104,6 +118,53 @@ pub enum JobsCommand {
         id: Uuid,
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and never stored.
+    Create {
+        /// A label for operators, e.g. the calling service.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: jobs:read, jobs:write, jobs:cancel.
+        #[arg(long, default_value = "jobs:read,jobs:write,jobs:cancel")]
+        scopes: String,
+        /// The tenant whose jobs the key sees and creates.
+        #[arg(long)]
+        tenant: String,
+        /// e.g. 90d; no expiry when omitted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { id: Uuid },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Sign a policy token with OPS_POLICY_SECRET and print it.
+    Sign {
+        /// The action job type it permits.
+        #[arg(long)]
+        action: String,
+        /// Who asks (recorded in the audit log).
+        #[arg(long)]
+        actor: String,
+        /// The tenant of the job; omit for jobs without a tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Comma-separated scopes, e.g. ops:execute.
+        #[arg(long, default_value = "ops:execute")]
+        scopes: String,
+        /// Validity, at most 7 days.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
     },
 }
 
@@ -235,6 +296,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(path.as_deref())?;
     crate::logging::init(settings.log.format, settings.log.level.as_deref());
 
+    if let Command::Openapi = cli.command {
+        print!("{}", crate::api::openapi::json());
+        return Ok(());
+    }
+    if let Command::Token { command } = cli.command {
+        return sign_token(command);
+    }
     if let Command::Dev { exit_after_demo } = cli.command {
         let shutdown = shutdown_on_signals()?;
         crate::dev::run(
@@ -255,7 +323,97 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = || crate::db::connect(&config.database_url, &config.settings.db, "opsrunner-cli");
 
     match cli.command {
-        Command::Dev { .. } => unreachable!("handled above"),
+        Command::Dev { .. } | Command::Openapi | Command::Token { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Serve => {
+            let env = crate::api::AppEnv::from_env()?;
+            let master = crate::api::master_key_from_env(env)?;
+            if master.is_none() {
+                tracing::warn!(
+                    "APP_ENV is development and OPS_API_KEY is unset: only scoped keys from `opsrunner keys create` authenticate"
+                );
+            }
+            let state = crate::api::ApiState::new(
+                &config,
+                master,
+                Registry::from_settings(&config.settings)?,
+                config.policy()?,
+            )?;
+            let shutdown = shutdown_on_signals()?;
+            // The shim's metrics listen apart from a worker's on the same VM.
+            let mut metrics_settings = config.settings.clone();
+            metrics_settings.metrics.listen = config.settings.api.metrics_listen.clone();
+            crate::metrics::start(
+                &metrics_settings,
+                std::sync::Arc::new(|| None),
+                shutdown.clone(),
+            )
+            .await?;
+            crate::api::serve(state, shutdown).await?;
+        }
+        Command::Keys { command } => {
+            let client = connect().await?;
+            crate::migrate::check_schema(&client).await?;
+            let by = crate::flags::operator_identity();
+            match command {
+                KeysCommand::Create {
+                    name,
+                    scopes,
+                    tenant,
+                    expires_in,
+                } => {
+                    let scopes = crate::keys::parse_scopes(&scopes)?;
+                    let expires_at = expires_in
+                        .map(|d| chrono::Duration::from_std(d).map(|d| Utc::now() + d))
+                        .transpose()
+                        .context("--expires-in is too long")?;
+                    let (id, key) =
+                        crate::keys::create(&client, &name, &scopes, &tenant, expires_at, &by)
+                            .await?;
+                    eprintln!(
+                        "key {id} created for tenant {tenant} with scopes {}; it is shown once, store it now:",
+                        scopes.join(",")
+                    );
+                    println!("{key}");
+                }
+                KeysCommand::List { json } => {
+                    let keys = crate::keys::list(&client).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&keys)?);
+                    } else {
+                        println!(
+                            "{:<36}  {:<20} {:<12} {:<16} {:<34} state",
+                            "id", "name", "prefix", "tenant", "scopes"
+                        );
+                        let now = Utc::now();
+                        for k in keys {
+                            let state = if k.revoked_at.is_some() {
+                                "revoked"
+                            } else if k.expires_at.is_some_and(|e| e <= now) {
+                                "expired"
+                            } else {
+                                "active"
+                            };
+                            println!(
+                                "{:<36}  {:<20} {:<12} {:<16} {:<34} {state}",
+                                k.id,
+                                k.name,
+                                k.prefix,
+                                k.tenant,
+                                k.scopes.join(",")
+                            );
+                        }
+                    }
+                }
+                KeysCommand::Revoke { id } => {
+                    if !crate::keys::revoke(&client, id, &by).await? {
+                        bail!("no active key {id}");
+                    }
+                    println!("{id}: revoked");
+                }
+            }
+        }
         Command::Migrate => {
             let mut client = connect().await?;
             let applied = crate::migrate::migrate(&mut client).await?;
@@ -453,5 +611,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn sign_token(command: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Sign {
+        action,
+        actor,
+        tenant,
+        scopes,
+        ttl,
+    } = command;
+    let secret = crate::policy::secret_from_env()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} (or {}_FILE) is not set",
+            crate::policy::SECRET_VAR,
+            crate::policy::SECRET_VAR
+        )
+    })?;
+    if secret.len() < crate::policy::MIN_SECRET_LEN {
+        bail!(
+            "{} must be at least {} bytes long",
+            crate::policy::SECRET_VAR,
+            crate::policy::MIN_SECRET_LEN
+        );
+    }
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    if !(1..=crate::policy::MAX_TTL_SECS).contains(&ttl) {
+        bail!("--ttl must be between 1s and 7 days");
+    }
+    let claims = crate::policy::Claims {
+        tenant,
+        actor,
+        action,
+        scopes: scopes
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        exp: Utc::now().timestamp() + ttl,
+    };
+    println!("{}", crate::policy::sign(&secret, &claims)?);
     Ok(())
 }

@@ -238,6 +238,52 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where `opsrunner serve` listens. Loopback by default: put a TLS
+    /// reverse proxy in front to expose it.
+    pub listen: String,
+    /// The shim's own /metrics, /healthz, /readyz (a port apart from the
+    /// worker's 9464, so both can run on one VM); empty disables it.
+    pub metrics_listen: String,
+    /// The tenant of requests made with `OPS_API_KEY` (scoped keys carry
+    /// their own).
+    pub tenant: String,
+    /// Longest time a request may take before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body; a job payload is further bounded to 1 MiB.
+    pub max_body_bytes: usize,
+    /// Sustained requests per second, and burst, per API key.
+    pub rate_per_key: u32,
+    pub burst_per_key: u32,
+    /// Sustained requests per second, and burst, per client IP (checked
+    /// before authentication, so it also slows key guessing).
+    pub rate_per_ip: u32,
+    pub burst_per_ip: u32,
+    /// Job types accepted besides those with a built-in or configured
+    /// handler (types served by an embedding program's native handlers).
+    pub job_types: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            metrics_listen: "127.0.0.1:9465".into(),
+            tenant: "default".into(),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 2 * 1024 * 1024,
+            rate_per_key: 50,
+            burst_per_key: 100,
+            rate_per_ip: 100,
+            burst_per_ip: 200,
+            job_types: Vec::new(),
+        }
+    }
+}
+
 /// Everything read from the file and `OPSRUNNER_*` variables.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -247,6 +293,10 @@ pub struct Settings {
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// The HTTP shim (`opsrunner serve`).
+    pub api: ApiConfig,
+    /// Action job types and their policy tokens.
+    pub policy: crate::policy::PolicyConfig,
     /// Commands run by `exec` handlers, one job type each.
     pub exec: Vec<crate::handlers::exec::ExecConfig>,
     /// Webhooks run by `http` handlers, one job type each.
@@ -261,6 +311,8 @@ pub struct Config {
     /// A separate session-mode URL for LISTEN (PgBouncer in transaction mode
     /// cannot LISTEN); defaults to `database_url`.
     pub listen_url: DbUrl,
+    /// Signs and verifies policy tokens (`OPS_POLICY_SECRET`).
+    pub policy_secret: Option<crate::policy::Secret>,
 }
 
 /// Reads `DATABASE_URL`, or the file named by `DATABASE_URL_FILE` (systemd
@@ -279,6 +331,27 @@ fn url_from_env(var: &str) -> Result<Option<DbUrl>> {
             Error::Config(format!("{file_var} names a file that cannot be read: {e}"))
         })?;
         return DbUrl::parse(&raw, &file_var).map(Some);
+    }
+    Ok(None)
+}
+
+/// A secret from `var`, or from the file named by `{var}_FILE` (systemd
+/// `LoadCredential=`), trailing newline removed. Errors name the variable,
+/// never the value.
+pub fn secret_from_env(var: &str) -> Result<Option<String>> {
+    if let Some(raw) = non_empty_env(var)? {
+        return Ok(Some(raw.trim_end_matches(['\r', '\n']).to_string()));
+    }
+    let file_var = format!("{var}_FILE");
+    if let Some(path) = non_empty_env(&file_var)? {
+        let raw = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Config(format!("{file_var} names a file that cannot be read: {e}"))
+        })?;
+        let v = raw.trim_end_matches(['\r', '\n']).to_string();
+        if v.is_empty() {
+            return Err(Error::Config(format!("{file_var} names an empty file")));
+        }
+        return Ok(Some(v));
     }
     Ok(None)
 }
@@ -309,8 +382,10 @@ impl Settings {
             fig = fig.merge(Toml::file(path));
         }
         fig = fig.merge(
+            // Only SECTION__KEY variables are settings; OPSRUNNER_CONFIG,
+            // OPSRUNNER_LOG and OPSRUNNER_LISTEN_URL(_FILE) are read elsewhere.
             Env::prefixed("OPSRUNNER_")
-                .ignore(&["CONFIG", "LOG"])
+                .filter(|k| k.as_str().contains("__"))
                 .split("__"),
         );
         let settings: Settings = fig.extract().map_err(|e| {
@@ -384,6 +459,45 @@ impl Settings {
                 "must be an address like 127.0.0.1:9464, or empty to disable",
             );
         }
+        let a = &self.api;
+        if a.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("api.listen", "must be an address like 127.0.0.1:8080");
+        }
+        if !a.metrics_listen.is_empty() && a.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(
+                "api.metrics_listen",
+                "must be an address like 127.0.0.1:9465, or empty to disable",
+            );
+        }
+        if a.tenant.is_empty() || a.tenant.len() > 200 {
+            return bad("api.tenant", "must be 1-200 characters");
+        }
+        if a.request_timeout.is_zero() {
+            return bad("api.request_timeout", "must be greater than zero");
+        }
+        if a.max_body_bytes < 1024 || a.max_body_bytes > 16 * 1024 * 1024 {
+            return bad("api.max_body_bytes", "must be between 1024 and 16777216");
+        }
+        for (key, v) in [
+            ("api.rate_per_key", a.rate_per_key),
+            ("api.burst_per_key", a.burst_per_key),
+            ("api.rate_per_ip", a.rate_per_ip),
+            ("api.burst_per_ip", a.burst_per_ip),
+        ] {
+            if v == 0 {
+                return bad(key, "must be greater than zero");
+            }
+        }
+        if a.job_types.iter().any(|t| !crate::jobs::valid_name(t)) {
+            return bad(
+                "api.job_types",
+                "holds a name that is not [a-z][a-z0-9_.-]{0,63}",
+            );
+        }
+        self.policy
+            .validate()
+            .map_err(|m| Error::Config(format!("{m} (config file)")))?;
         if !(1..=100_000).contains(&self.retention.batch) {
             return bad("retention.batch", "must be between 1 and 100000");
         }
@@ -428,13 +542,21 @@ impl Config {
         Self::with_url(settings, database_url)
     }
 
+    /// The policy as configured, validated: fails when action job types need
+    /// tokens and the secret is missing or short.
+    pub fn policy(&self) -> Result<crate::policy::Policy> {
+        crate::policy::Policy::new(self.settings.policy.clone(), self.policy_secret.clone())
+    }
+
     pub fn with_url(settings: Settings, database_url: DbUrl) -> Result<Self> {
         let listen_url =
             url_from_env("OPSRUNNER_LISTEN_URL")?.unwrap_or_else(|| database_url.clone());
+        let policy_secret = crate::policy::secret_from_env()?;
         Ok(Self {
             settings,
             database_url,
             listen_url,
+            policy_secret,
         })
     }
 }
@@ -479,6 +601,19 @@ mod tests {
             msg.contains("OPSRUNNER_WORKER__HEARTBEAT_INTERVAL"),
             "{msg}"
         );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own error type
+    fn top_level_opsrunner_variables_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OPSRUNNER_LISTEN_URL_FILE", "/run/credentials/x/listen-url");
+            jail.set_env("OPSRUNNER_LISTEN_URL", "postgres://x@h/db");
+            jail.set_env("OPSRUNNER_WORKER__CONCURRENCY", "7");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.worker.concurrency, 7);
+            Ok(())
+        });
     }
 
     #[test]

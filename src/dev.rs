@@ -86,8 +86,25 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
     }
     println!("worker ready");
 
-    let id = crate::jobs::enqueue(&client, &NewJob::new("sleep", json!({"ms": 300}))).await?;
-    println!("enqueued demo job {id} (sleep 300 ms)");
+    let shim = start_shim(&config, &client, shutdown.child_token()).await;
+    let id = match &shim {
+        Some(s) => match s.enqueue_demo().await {
+            Ok(id) => {
+                println!("enqueued demo job {id} (sleep 300 ms) through the HTTP shim");
+                id
+            }
+            Err(e) => {
+                println!("the shim did not take the demo job ({e}); enqueuing with SQL");
+                crate::jobs::enqueue(&client, &NewJob::new("sleep", json!({"ms": 300}))).await?
+            }
+        },
+        None => {
+            let id =
+                crate::jobs::enqueue(&client, &NewJob::new("sleep", json!({"ms": 300}))).await?;
+            println!("enqueued demo job {id} (sleep 300 ms)");
+            id
+        }
+    };
     println!("  status: queued");
     let mut seen = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -117,10 +134,27 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
         println!(
             "  psql \"$DATABASE_URL\" -c \"INSERT INTO ops_jobs (job_type, payload) VALUES ('sleep', '{{\\\"ms\\\": 1000}}')\""
         );
+        if let Some(s) = &shim {
+            println!(
+                "or through the HTTP shim (the dev key is in {}):",
+                s.key_file.display()
+            );
+            println!(
+                "  curl -s -H \"X-Ops-Key: $(cat {})\" -H 'content-type: application/json' \\",
+                s.key_file.display()
+            );
+            println!(
+                "       -d '{{\"job_type\": \"sleep\", \"payload\": {{\"ms\": 1000}}}}' {}/api/ops/jobs",
+                s.base
+            );
+        }
         println!("Press Ctrl-C to stop.");
         shutdown.cancelled().await;
     }
     worker_stop.cancel();
+    if let Some(dir) = shim.as_ref().and_then(|s| s.key_file.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     match worker_task.await {
         Ok(r) => r?,
         Err(e) => return Err(Error::Invalid(format!("worker task failed: {e}"))),
@@ -131,4 +165,110 @@ pub async fn run(settings: Settings, opts: DevOptions, shutdown: CancellationTok
         )));
     }
     Ok(())
+}
+
+/// The shim as `opsrunner dev` runs it: in this process, on `api.listen`,
+/// with a fresh all-scopes key for tenant `default` written to a 0600 file
+/// (never printed).
+struct DevShim {
+    base: String,
+    key: String,
+    key_file: std::path::PathBuf,
+}
+
+async fn start_shim(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    stop: CancellationToken,
+) -> Option<DevShim> {
+    let started = async {
+        let scopes: Vec<String> = crate::keys::SCOPES.iter().map(|s| s.to_string()).collect();
+        let tenant = config.settings.api.tenant.clone();
+        let (_, key) = crate::keys::create(
+            client,
+            "opsrunner-dev",
+            &scopes,
+            &tenant,
+            None,
+            "opsrunner dev",
+        )
+        .await?;
+        let dir = std::env::temp_dir().join(format!("opsrunner-dev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let key_file = dir.join("api-key");
+        write_private(&key_file, &key)?;
+        let state = crate::api::ApiState::new(
+            config,
+            None,
+            Registry::from_settings(&config.settings)?,
+            config.policy()?,
+        )?;
+        let listener = tokio::net::TcpListener::bind(&config.settings.api.listen).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = crate::api::serve_on(listener, std::sync::Arc::new(state), stop).await {
+                tracing::error!(error = %e, "the dev shim stopped");
+            }
+        });
+        Ok::<_, Error>(DevShim {
+            base,
+            key,
+            key_file,
+        })
+    };
+    match started.await {
+        Ok(s) => {
+            println!(
+                "HTTP shim on {} (key file {})",
+                s.base,
+                s.key_file.display()
+            );
+            Some(s)
+        }
+        Err(e) => {
+            println!("HTTP shim not started: {e}");
+            None
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+impl DevShim {
+    async fn enqueue_demo(&self) -> Result<uuid::Uuid> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Invalid(format!("http client: {e}")))?;
+        let resp = http
+            .post(format!("{}/api/ops/jobs", self.base))
+            .header("X-Ops-Key", &self.key)
+            .header("content-type", "application/json")
+            .body(json!({"job_type": "sleep", "payload": {"ms": 300}}).to_string())
+            .send()
+            .await
+            .map_err(|e| Error::Invalid(format!("request failed: {e}")))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| Error::Invalid(format!("response: {e}")))?;
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        body.get("job_id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Invalid(format!("HTTP {status}: {body}")))
+    }
 }

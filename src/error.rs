@@ -10,7 +10,7 @@ pub enum Error {
 
     // Not marked as the source: its Display already carries the cause, and
     // chaining it too prints every message twice.
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe_db(.0))]
     Db(tokio_postgres::Error),
 
     #[error("database pool error: {0}")]
@@ -46,3 +46,18 @@ impl From<deadpool_postgres::PoolError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// tokio-postgres' own Display says only "db error"; the server's message is
+/// what an operator needs. Neither ever holds the connection string.
+fn describe_db(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            use std::error::Error as _;
+            match e.source() {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            }
+        }
+    }
+}

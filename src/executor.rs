@@ -26,6 +26,8 @@ pub(crate) struct ClaimedJob {
     pub timeout: Option<Duration>,
     pub cancel_requested: bool,
     pub dry_run: bool,
+    pub tenant: Option<String>,
+    pub policy_token: Option<crate::policy::Token>,
     /// From `run_at` to the claim.
     pub queue_wait: Duration,
 }
@@ -87,6 +89,13 @@ pub(crate) async fn execute(
     };
     if job.cancel_requested {
         return done(Outcome::Cancelled("cancelled before start".into()));
+    }
+    // Rows can be inserted by plain SQL: an action job runs (or dry-runs)
+    // only with a valid token, whatever the shim checked at enqueue.
+    if shared.policy.is_action(&job.job_type)
+        && let Err(refusal) = check_policy(&shared, &job).await
+    {
+        return done(Outcome::Failed(format!("policy token refused: {refusal}")));
     }
     if job.dry_run {
         // Validate only: no side effect. The transition trigger records it.
@@ -179,4 +188,48 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into());
     format!("handler panicked: {msg}")
+}
+
+/// Verifies an action job's token and audits the use or the refusal. An
+/// audit write that fails is logged, not fatal: the verdict stands.
+async fn check_policy(shared: &Shared, job: &ClaimedJob) -> Result<(), crate::policy::Refusal> {
+    let verdict = shared.policy.check(
+        &job.job_type,
+        job.tenant.as_deref(),
+        job.policy_token.as_ref().map(|t| t.0.as_str()),
+        chrono::Utc::now().timestamp(),
+    );
+    let (action, detail) = match &verdict {
+        Ok(claims) => (
+            "policy.used",
+            serde_json::json!({ "job_type": job.job_type, "stage": "worker", "attempt": job.attempt,
+                                "token_actor": claims.as_ref().map(|c| c.actor.clone()) }),
+        ),
+        Err(r) => {
+            metrics::counter!("opsrunner_policy_token_refusals_total", "reason" => r.code(), "stage" => "worker")
+                .increment(1);
+            tracing::warn!(job_id = %job.id, job_type = %job.job_type, reason = r.code(),
+                "policy token refused; failing the job");
+            (
+                "policy.refused",
+                serde_json::json!({ "job_type": job.job_type, "stage": "worker", "reason": r.code() }),
+            )
+        }
+    };
+    let write = async {
+        let client = shared.pool.get().await.map_err(crate::Error::from)?;
+        crate::audit::record(
+            &**client,
+            &shared.owner,
+            action,
+            Some(&job.id.to_string()),
+            job.tenant.as_deref(),
+            &detail,
+        )
+        .await
+    };
+    if let Err(e) = write.await {
+        tracing::warn!(error = %e, job_id = %job.id, "could not audit a policy check");
+    }
+    verdict.map(|_| ())
 }

@@ -8,6 +8,8 @@
 //! Embedding: build a [`handlers::Registry`], register async handlers, and
 //! run a [`worker::Worker`] until a `CancellationToken` is cancelled.
 
+pub mod api;
+pub mod audit;
 pub mod backoff;
 pub mod cli;
 pub mod config;
@@ -17,11 +19,13 @@ pub mod error;
 pub mod flags;
 pub mod handlers;
 pub mod jobs;
+pub mod keys;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod migrate;
 pub mod pgtemp;
+pub mod policy;
 pub mod systemd;
 pub mod worker;
 

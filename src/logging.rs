@@ -1,5 +1,6 @@
 //! Logs: human format on a terminal, JSON otherwise (or when asked), to
-//! stderr. The filter comes from RUST_LOG, then OPSRUNNER_LOG, then config.
+//! stderr. The filter comes from RUST_LOG, then OPSRUNNER_LOG, then config;
+//! the database driver is held at info whatever it says.
 
 use std::io::IsTerminal;
 
@@ -14,6 +15,12 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         .or_else(|| level.map(String::from))
         .unwrap_or_else(|| "info".into());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // tokio-postgres logs every statement's parameters at debug level: job
+    // payloads, policy tokens, key hashes. Never let a debug filter show them.
+    let filter = match "tokio_postgres=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

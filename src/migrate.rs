@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_retention",
         sql: include_str!("../sql/migrations/0003_retention.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_api",
+        sql: include_str!("../sql/migrations/0004_api.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -138,6 +138,10 @@ impl Producer {
                         .map(Duration::from_secs_f64),
                     cancel_requested: r.try_get("cancel_requested")?,
                     dry_run: r.try_get("dry_run")?,
+                    tenant: r.try_get("tenant_id")?,
+                    policy_token: r
+                        .try_get::<_, Option<String>>("policy_token")?
+                        .map(crate::policy::Token),
                     queue_wait: Duration::from_secs_f64(
                         r.try_get::<_, Option<f64>>("queue_wait_secs")?
                             .unwrap_or(0.0)

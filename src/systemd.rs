@@ -23,6 +23,24 @@ fn send(states: &[NotifyState]) {
     }
 }
 
+/// READY=1 with a status line (the shim; the worker's loop is [`run`]).
+pub fn notify_ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn notify_watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+pub fn notify_stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Half of WatchdogSec when systemd asked for pings.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|w| (w / 2).max(Duration::from_millis(100)))
+}
+
 pub fn stopping() {
     send(&[
         NotifyState::Stopping,

@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     /// This process's lease owner name: `host:pid:random`.
     pub owner: String,
     pub pool: Pool,
+    /// Action job types and the secret their tokens are checked with. Fixed
+    /// for the life of the process (a new secret needs a restart).
+    pub policy: crate::policy::Policy,
     /// Swapped on SIGHUP; a running job keeps the handler it started with.
     registry: RwLock<Arc<Registry>>,
     pub flags: FlagSet,
@@ -251,6 +254,7 @@ impl Worker {
     /// Builds the worker; connects nothing yet.
     pub fn new(config: &Config, registry: Registry) -> Result<Self> {
         config.settings.validate()?;
+        let policy = config.policy()?;
         let pool = crate::db::pool(
             &config.database_url,
             &config.settings.db,
@@ -263,6 +267,7 @@ impl Worker {
             listen_url: config.listen_url.clone(),
             owner: lease_owner(),
             pool,
+            policy,
             registry: RwLock::new(Arc::new(registry)),
             flags: FlagSet::default(),
             stats: Arc::new(Stats::default()),

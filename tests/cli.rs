@@ -101,7 +101,7 @@ async fn migrate_twice_is_a_no_op() {
     let first = opsrunner(&["migrate"], &env);
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        text(&first).contains("applied migrations [1, 2, 3]"),
+        text(&first).contains("applied migrations [1, 2, 3, 4]"),
         "{}",
         text(&first)
     );

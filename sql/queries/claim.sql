@@ -24,4 +24,6 @@ RETURNING j.id, j.job_type, j.queue, j.payload, j.attempt, j.max_attempts,
           extract(epoch FROM j.timeout)::float8 AS timeout_secs,
           j.cancel_requested,
           j.dry_run,
+          j.tenant_id,
+          j.policy_token,
           extract(epoch FROM (now() - j.run_at))::float8 AS queue_wait_secs

@@ -324,3 +324,142 @@ impl WorkerProcess {
         self.log.lock().unwrap().join("\n")
     }
 }
+
+/// A free loopback port (bound, then released: a small race, fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// An HTTP client for tests (plain HTTP to loopback).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// `opsrunner serve` as a separate process, with its log captured.
+pub struct ApiProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ApiProcess {
+    /// Starts the shim against `db_url` with `env` on top of a test
+    /// baseline (loopback port, no metrics listener, JSON logs).
+    pub async fn start(db_url: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::try_start(db_url, env, args)
+            .await
+            .unwrap_or_else(|log| panic!("shim did not start; log:\n{log}"))
+    }
+
+    pub async fn try_start(
+        db_url: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Self, String> {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrunner"));
+        cmd.args(args)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", db_url)
+            .env("OPSRUNNER_LOG__FORMAT", "json")
+            .env("OPSRUNNER_LOG__LEVEL", "debug")
+            .env("OPSRUNNER_API__LISTEN", &listen)
+            .env("OPSRUNNER_API__METRICS_LISTEN", "")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn opsrunner serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            let mut ready_tx = Some(ready_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("api listening")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(true);
+                }
+                sink.lock().unwrap().push(line);
+            }
+            if let Some(tx) = ready_tx.take() {
+                let _ = tx.send(false);
+            }
+        });
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(30), ready_rx).await,
+            Ok(Ok(true))
+        );
+        let _ = child.try_wait();
+        if !ok {
+            return Err(log.lock().unwrap().join("\n"));
+        }
+        Ok(Self {
+            child,
+            base: format!("http://{listen}"),
+            log,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Runs the `opsrunner` binary to completion.
+pub async fn opsrunner_cli(
+    db_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrunner"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db_url)
+        .env("OPSRUNNER_LOG__FORMAT", "json")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run opsrunner")
+}
+
+/// Creates a scoped key with the CLI and returns it.
+pub async fn create_key(db_url: &str, name: &str, tenant: &str, scopes: &str) -> String {
+    let out = opsrunner_cli(
+        db_url,
+        &[
+            "keys", "create", "--name", name, "--tenant", tenant, "--scopes", scopes,
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,69 @@
+-- opsrunner roles and privileges. NOT an app migration: run it once per
+-- database, after `opsrunner migrate`, as a superuser (or a role with
+-- CREATEROLE that owns the opsrunner tables), and again after upgrades that
+-- add tables:
+--
+--   psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -f sql/roles/roles.sql
+--
+-- It creates two group roles (NOLOGIN); give each daemon its own LOGIN role
+-- and make it a member:
+--
+--   CREATE ROLE opsrunner_worker_vm1 LOGIN PASSWORD '...' IN ROLE opsrunner_worker;
+--   CREATE ROLE opsrunner_api_vm1    LOGIN PASSWORD '...' IN ROLE opsrunner_api;
+--
+-- opsrunner_worker: the worker daemon and operator CLI. Sees every tenant's
+--   rows through its own policy; no DDL (migrations run as the table owner).
+-- opsrunner_api: the HTTP shim. Reads and inserts jobs of the tenant its
+--   request set with SET LOCAL app.tenant_id (row-level security, forced),
+--   may only flag cancellation, reads API keys, appends to the audit log.
+--
+-- After this script the policy is FORCED: the table owner is bound by it too,
+-- so run the worker and CLI as a member of opsrunner_worker (or grant the
+-- owner that membership) rather than as a bare owner.
+
+DO $$
+BEGIN
+    CREATE ROLE opsrunner_worker NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;  -- roles are cluster-wide: another database's run made it
+END $$;
+
+DO $$
+BEGIN
+    CREATE ROLE opsrunner_api NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END $$;
+
+DO $$
+BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO opsrunner_worker, opsrunner_api',
+                   current_database());
+END $$;
+GRANT USAGE ON SCHEMA public TO opsrunner_worker, opsrunner_api;
+
+-- Worker and operators: data, not schema.
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON ops_jobs, ops_job_events, ops_feature_flags, ops_api_keys
+    TO opsrunner_worker;
+GRANT SELECT, INSERT ON ops_audit_log TO opsrunner_worker;
+GRANT SELECT ON ops_schema_migrations TO opsrunner_worker;
+GRANT EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, integer) TO opsrunner_worker;
+
+-- The shim: insert and read jobs (row-level security narrows both to one
+-- tenant), flag a cancellation, nothing else.
+GRANT SELECT, INSERT ON ops_jobs TO opsrunner_api;
+GRANT UPDATE (cancel_requested, cancel_requested_at, cancel_reason, status, error, finished_at)
+    ON ops_jobs TO opsrunner_api;
+-- The transition trigger runs as the caller and records the cancellation.
+-- No SELECT: events have no tenant column, so the shim must not read them.
+GRANT INSERT ON ops_job_events TO opsrunner_api;
+GRANT SELECT ON ops_api_keys, ops_feature_flags, ops_schema_migrations TO opsrunner_api;
+GRANT INSERT ON ops_audit_log TO opsrunner_api;
+REVOKE EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, integer) FROM PUBLIC;
+
+-- The worker sees every tenant; the shim only the one it sets.
+DROP POLICY IF EXISTS ops_jobs_worker_all ON ops_jobs;
+CREATE POLICY ops_jobs_worker_all ON ops_jobs TO opsrunner_worker
+    USING (true) WITH CHECK (true);
+ALTER TABLE ops_jobs FORCE ROW LEVEL SECURITY;
