@@ -26,6 +26,11 @@ const WAIT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Seconds to answer an HTTP request.
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once; later calls return the same handle).
@@ -42,6 +47,12 @@ pub fn install() -> Result<PrometheusHandle> {
             b.set_buckets_for_metric(
                 Matcher::Full("opsrunner_job_queue_wait_seconds".into()),
                 WAIT_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("opsrunner_http_request_duration_seconds".into()),
+                HTTP_BUCKETS,
             )
         })
         .map_err(|e| Error::Config(format!("metrics: {e}")))?

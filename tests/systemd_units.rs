@@ -4,7 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
-const UNITS: &[&str] = &["opsrunner-worker.service", "opsrunner-migrate.service"];
+const UNITS: &[&str] = &[
+    "opsrunner-worker.service",
+    "opsrunner-api.service",
+    "opsrunner-migrate.service",
+];
 
 fn unit(name: &str) -> String {
     std::fs::read_to_string(
@@ -45,6 +49,28 @@ fn the_worker_unit_is_type_notify_with_watchdog_reload_and_a_stop_timeout_above_
         "TimeoutStopSec must exceed the drain time {drain}s"
     );
     assert!(secs("WatchdogSec=") >= 30);
+}
+
+#[test]
+fn the_api_unit_is_type_notify_production_with_its_key_from_a_credential() {
+    let u = unit("opsrunner-api.service");
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/local/bin/opsrunner serve --config /etc/opsrunner/opsrunner.toml",
+        "Restart=on-failure",
+        "DynamicUser=yes",
+        "Environment=APP_ENV=production",
+        "Environment=OPS_API_KEY_FILE=%d/api-key",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(u.lines().any(|l| l == line), "missing {line}");
+    }
+    assert!(u.lines().any(|l| l.starts_with("LoadCredential=api-key:")));
+    assert!(u.lines().any(|l| l.starts_with("WatchdogSec=")));
+    assert!(
+        !u.contains("postgres://") && !u.contains("OPS_API_KEY="),
+        "no secret in the unit"
+    );
 }
 
 #[test]
