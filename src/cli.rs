@@ -49,6 +49,32 @@ pub enum Command {
     },
     /// Print the HTTP shim's OpenAPI document (docs/openapi.json).
     Openapi,
+    /// Measure enqueue and processing throughput and enqueue-to-start
+    /// latency, in a database of its own on the DATABASE_URL server (or a
+    /// throwaway cluster with default durability when it is unset).
+    Bench {
+        /// Pre-queued noop jobs processed end to end.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: u64,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Slots per worker process.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2_000)]
+        single_inserts: u64,
+        #[arg(long, default_value_t = 100_000)]
+        batch_rows: u64,
+        #[arg(long, default_value_t = 500)]
+        latency_samples: u64,
+        /// Also run 10k/100k/1M jobs and 1/2/4 workers (minutes).
+        #[arg(long)]
+        scale: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check config, connectivity and schema version, then exit.
     Check,
     /// Delete finished jobs and audit rows past their retention now (the
@@ -303,6 +329,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Token { command } = cli.command {
         return sign_token(command);
     }
+    if let Command::Bench {
+        jobs,
+        workers,
+        concurrency,
+        single_inserts,
+        batch_rows,
+        latency_samples,
+        scale,
+        json,
+    } = cli.command
+    {
+        let opts = crate::bench::BenchOptions {
+            jobs,
+            workers,
+            concurrency,
+            single_inserts,
+            batch_rows,
+            latency_samples,
+            scale,
+            progress: !json,
+            exe: std::env::current_exe().context("locating the opsrunner binary")?,
+        };
+        let report = crate::bench::run(crate::config::database_url_from_env()?, &opts).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", crate::bench::render(&report));
+        }
+        return Ok(());
+    }
     if let Command::Dev { exit_after_demo } = cli.command {
         let shutdown = shutdown_on_signals()?;
         crate::dev::run(
@@ -323,7 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = || crate::db::connect(&config.database_url, &config.settings.db, "opsrunner-cli");
 
     match cli.command {
-        Command::Dev { .. } | Command::Openapi | Command::Token { .. } => {
+        Command::Dev { .. } | Command::Openapi | Command::Token { .. } | Command::Bench { .. } => {
             unreachable!("handled above")
         }
         Command::Serve => {

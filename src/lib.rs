@@ -11,6 +11,7 @@
 pub mod api;
 pub mod audit;
 pub mod backoff;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_api",
         sql: include_str!("../sql/migrations/0004_api.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_hot_path",
+        sql: include_str!("../sql/migrations/0005_hot_path.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

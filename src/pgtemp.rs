@@ -95,8 +95,19 @@ fn free_port() -> Result<u16> {
 }
 
 impl TempCluster {
-    /// initdb, start, and arrange for cleanup when this process exits.
+    /// initdb, start, and arrange for cleanup when this process exits. Tuned
+    /// for tests: fsync and synchronous_commit off.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`TempCluster::start`], with PostgreSQL's default durability
+    /// (fsync, synchronous_commit, full_page_writes on): for benchmarks.
+    pub fn start_durable() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self> {
         let bindir = find_bindir()?;
         let run_as = postgres_user()?;
         let base = std::env::temp_dir().join(format!(
@@ -136,9 +147,14 @@ impl TempCluster {
         let mut last = None;
         for _ in 0..5 {
             let port = free_port()?;
+            let durability = if durable {
+                ""
+            } else {
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            };
             let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} {durability}\
+                 -c max_connections=300 -c shared_buffers=128MB",
                 cluster.dir.display()
             );
             let started = cluster.run(

@@ -101,7 +101,7 @@ async fn migrate_twice_is_a_no_op() {
     let first = opsrunner(&["migrate"], &env);
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        text(&first).contains("applied migrations [1, 2, 3, 4]"),
+        text(&first).contains("applied migrations [1, 2, 3, 4, 5]"),
         "{}",
         text(&first)
     );
@@ -187,4 +187,47 @@ fn dev_runs_a_demo_job_to_success_on_a_throwaway_cluster() {
     let r = t.find("status: running").expect(&t);
     let s = t.find("status: succeeded").expect(&t);
     assert!(q < r && r < s, "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_every_measurement_as_json() {
+    let db = fresh_db().await;
+    let out = opsrunner(
+        &[
+            "bench",
+            "--json",
+            "--jobs",
+            "300",
+            "--workers",
+            "2",
+            "--concurrency",
+            "10",
+            "--single-inserts",
+            "20",
+            "--batch-rows",
+            "500",
+            "--latency-samples",
+            "5",
+        ],
+        &[("DATABASE_URL", db.url.as_str())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(r["process"]["jobs"], 300);
+    assert!(r["process"]["jobs_per_second"].as_f64().unwrap() > 0.0);
+    assert!(r["enqueue_batch"]["rows_per_second"].as_f64().unwrap() > 0.0);
+    assert!(r["enqueue_single"]["rows_per_second"].as_f64().unwrap() > 0.0);
+    let p99 = r["latency"]["p99_ms"].as_f64().unwrap();
+    assert!(p99 > 0.0, "{p99}");
+    // Its database is gone afterwards.
+    let c = db.client().await;
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'opsrunner_bench_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }

@@ -15,11 +15,16 @@ SET status = c.status::ops_job_status,
                   THEN now() + make_interval(secs => coalesce(c.delay_secs, 0))
                   ELSE j.run_at END,
     finished_at = CASE WHEN c.status IN ('succeeded', 'failed', 'cancelled') THEN now() END,
-    lease_expires_at = NULL
+    lease_expires_at = NULL,
+    updated_at = now()
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::bool[])
      AS c(id, attempt, status, result, error, delay_secs, refund)
 WHERE j.id = c.id
+  -- `status::text` keeps the planner off the (status, created_at) index:
+  -- after a burst it holds thousands of dead 'running' entries that a scan
+  -- would wade through on every completion. Each row is then found by
+  -- primary key from the unnest side.
   AND j.attempt = c.attempt
   AND j.lease_owner = $8
-  AND j.status = 'running'
+  AND j.status::text = 'running'
 RETURNING j.id
