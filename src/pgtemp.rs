@@ -250,6 +250,17 @@ impl TempCluster {
         &self.bindir
     }
 
+    /// Crash-restarts the server (`pg_ctl restart -m immediate`) on the same
+    /// port, as a power cut and reboot would: sessions are cut, committed
+    /// work survives, crash recovery runs.
+    pub fn restart_immediate(&self) -> Result<()> {
+        // The new postmaster must log to the file, not to pg_ctl's captured
+        // output, or waiting for pg_ctl would wait for the postmaster too.
+        let log = self.dir.join("postgres.log");
+        let log = log.to_string_lossy();
+        self.pg_ctl(&["-m", "immediate", "-w", "-t", "60", "-l", &log, "restart"])
+    }
+
     /// Runs `pg_ctl` with the given arguments against this cluster as the right user.
     pub fn pg_ctl(&self, args: &[&str]) -> Result<()> {
         let data = self.data_dir();

@@ -168,6 +168,30 @@ fn describe_json_error(e: &serde_json::Error) -> ApiError {
     }
 }
 
+/// Parses a create request as the shim does: unknown fields refused, errors
+/// described without echoing the body. (Also the payload fuzz target's entry.)
+pub fn parse_create(bytes: &[u8]) -> Result<CreateJob, String> {
+    serde_json::from_slice(bytes).map_err(|e| describe_json_error(&e).message)
+}
+
+/// The payload bounds: at most 1 MiB serialized, at most 10 levels deep.
+pub fn check_payload(payload: &Value) -> Result<(), String> {
+    let size = serde_json::to_vec(payload)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_PAYLOAD_BYTES {
+        return Err(format!(
+            "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)"
+        ));
+    }
+    if depth(payload) > MAX_PAYLOAD_DEPTH {
+        return Err(format!(
+            "payload is nested more than {MAX_PAYLOAD_DEPTH} levels deep"
+        ));
+    }
+    Ok(())
+}
+
 fn validate(state: &ApiState, req: &CreateJob) -> Result<(), ApiError> {
     if !valid_name(&req.job_type) {
         return Err(ApiError::unprocessable(
@@ -205,19 +229,7 @@ fn validate(state: &ApiState, req: &CreateJob) -> Result<(), ApiError> {
             "timeout_seconds must be greater than 0 and at most 86400",
         ));
     }
-    let size = serde_json::to_vec(&req.payload)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if size > MAX_PAYLOAD_BYTES {
-        return Err(ApiError::unprocessable(format!(
-            "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)"
-        )));
-    }
-    if depth(&req.payload) > MAX_PAYLOAD_DEPTH {
-        return Err(ApiError::unprocessable(format!(
-            "payload is nested more than {MAX_PAYLOAD_DEPTH} levels deep"
-        )));
-    }
+    check_payload(&req.payload).map_err(ApiError::unprocessable)?;
     if let Some(h) = state.registry.get(&req.job_type)
         && let Err(e) = h.validate(&req.payload)
     {

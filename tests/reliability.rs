@@ -1,0 +1,443 @@
+//! The reliability battery: real worker processes, SIGKILLs, a PostgreSQL
+//! crash-restart, and the books checked afterwards. The quick version runs in
+//! `cargo test`; `OPSRUNNER_SOAK=1 cargo test --release --test reliability --
+//! --nocapture` runs the full one (20,000 jobs, 4 workers, a minute of kills).
+//! Both print their numbers.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use uuid::Uuid;
+
+fn soak() -> bool {
+    std::env::var("OPSRUNNER_SOAK").is_ok_and(|v| v == "1")
+}
+
+/// An exec handler that records every execution (job, attempt, worker pid)
+/// and behaves as its payload says: fast, slow, flaky (fails on attempt 1)
+/// or fail (always).
+fn storm_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let log = dir.join("executions.log");
+    let script = dir.join("job.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+read -r payload || true
+echo "$OPSRUNNER_JOB_ID $OPSRUNNER_ATTEMPT $PPID" >> "$EXEC_LOG"
+case "$payload" in
+  *slow*) sleep 0.3 ;;
+  *flaky*) [ "$OPSRUNNER_ATTEMPT" -ge 2 ] || { echo "flaky first attempt" >&2; exit 1; } ;;
+  *fail*) echo "always fails" >&2; exit 1 ;;
+esac
+echo '{"ok": true}'
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = dir.join("opsrunner.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[[exec]]
+job_type = "storm"
+command = ["{}"]
+env = {{ EXEC_LOG = "{}" }}
+"#,
+            script.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    (cfg, log)
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("opsrunner-{tag}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const MODES: [(&str, i32); 4] = [("fast", 5), ("slow", 5), ("flaky", 5), ("fail", 2)];
+
+async fn insert_mix(c: &tokio_postgres::Client, n: usize, offset: usize) {
+    let mut payloads = Vec::new();
+    let mut attempts = Vec::new();
+    for i in offset..offset + n {
+        // 40 % fast, 20 % each of the rest.
+        let (mode, max) = match i % 5 {
+            0 | 1 => MODES[0],
+            2 => MODES[1],
+            3 => MODES[2],
+            _ => MODES[3],
+        };
+        payloads.push(serde_json::json!({ "mode": mode, "i": i }));
+        attempts.push(max);
+    }
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload, max_attempts)
+         SELECT 'storm', p, m FROM unnest($1::jsonb[], $2::int[]) AS t(p, m)",
+        &[&payloads, &attempts],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_in_flight() {
+    let (jobs, workers, storm_for) = if soak() {
+        (20_000usize, 4usize, Duration::from_secs(60))
+    } else {
+        (1_500, 3, Duration::from_secs(8))
+    };
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["storm"]).await;
+    let dir = tempdir("storm");
+    let (cfg, log) = storm_config(&dir);
+    let cfg_s = cfg.to_str().unwrap().to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("OPSRUNNER_CONFIG", cfg_s.as_str()),
+        ("OPSRUNNER_WORKER__CONCURRENCY", "16"),
+        ("OPSRUNNER_WORKER__BACKOFF_BASE", "10ms"),
+        ("OPSRUNNER_WORKER__BACKOFF_MAX", "100ms"),
+        ("OPSRUNNER_DB__POOL_SIZE", "4"),
+    ];
+    insert_mix(&c, jobs / 2, 0).await;
+    let mut procs = Vec::new();
+    for _ in 0..workers {
+        procs.push(WorkerProcess::start(&db, &env).await);
+    }
+    let mut killed: HashSet<i32> = HashSet::new();
+    let mut max_idle_in_tx = 0.0f64;
+    let mut max_conns = 0i64;
+    let started = Instant::now();
+    let mut next_kill = Instant::now() + Duration::from_millis(1500);
+    let mut inserted_rest = false;
+    while started.elapsed() < storm_for {
+        if !inserted_rest && started.elapsed() > storm_for / 3 {
+            insert_mix(&c, jobs - jobs / 2, jobs / 2).await;
+            inserted_rest = true;
+        }
+        if Instant::now() >= next_kill {
+            let victim = rand::random_range(0..procs.len());
+            let pid = procs[victim].pid();
+            procs[victim].signal(libc::SIGKILL);
+            let _ = procs[victim].child.wait().await;
+            killed.insert(pid);
+            procs[victim] = WorkerProcess::start(&db, &env).await;
+            next_kill = Instant::now() + Duration::from_millis(1500);
+        }
+        let row = c
+            .query_one(
+                "SELECT coalesce(max(extract(epoch FROM now() - state_change))
+                                 FILTER (WHERE state LIKE 'idle in transaction%'), 0)::float8,
+                        count(*)
+                 FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name LIKE 'opsrunner%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        max_idle_in_tx = max_idle_in_tx.max(row.get(0));
+        max_conns = max_conns.max(row.get(1));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !inserted_rest {
+        insert_mix(&c, jobs - jobs / 2, jobs / 2).await;
+    }
+    // Let the survivors finish everything.
+    let deadline = Instant::now() + Duration::from_secs(if soak() { 600 } else { 90 });
+    loop {
+        let open: i64 = c
+            .query_one(
+                "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} jobs never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = started.elapsed();
+    for p in &procs {
+        p.signal(libc::SIGTERM);
+    }
+
+    // The books.
+    let mut executions: HashMap<Uuid, Vec<(i32, i32)>> = HashMap::new();
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(id), Some(attempt), Some(pid)) = (f.next(), f.next(), f.next()) else {
+            panic!("bad execution line {line:?}");
+        };
+        executions
+            .entry(id.parse().unwrap())
+            .or_default()
+            .push((attempt.parse().unwrap(), pid.parse().unwrap()));
+    }
+    let rows = c
+        .query(
+            "SELECT id, payload->>'mode', status::text, attempt, coalesce(error, ''),
+                    (SELECT count(*) FROM ops_job_events e WHERE e.job_id = j.id AND e.to_status = 'succeeded')
+             FROM ops_jobs j",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), jobs, "every job is still there");
+    let (mut lost, mut repeats, mut repeats_explained, mut by_kill_failures) = (0, 0, 0, 0);
+    for r in &rows {
+        let id: Uuid = r.get(0);
+        let mode: String = r.get(1);
+        let status: String = r.get(2);
+        let attempt: i32 = r.get(3);
+        let error: String = r.get(4);
+        let succeeded_events: i64 = r.get(5);
+        if status == "queued" || status == "running" {
+            lost += 1;
+            continue;
+        }
+        let ex = executions.get(&id).cloned().unwrap_or_default();
+        // Each attempt ran at most once: no two workers ever held one claim.
+        let attempts: HashSet<i32> = ex.iter().map(|(a, _)| *a).collect();
+        assert_eq!(
+            attempts.len(),
+            ex.len(),
+            "job {id}: an attempt ran twice: {ex:?}"
+        );
+        // No stale completion: one success at most, and the row's attempt is
+        // the newest one anybody ran (or a later, rescued one).
+        assert!(succeeded_events <= 1, "job {id} succeeded twice");
+        if let Some(newest) = attempts.iter().max() {
+            assert!(
+                attempt >= *newest,
+                "job {id}: row attempt {attempt} < executed {newest}"
+            );
+        }
+        let expected_runs = match mode.as_str() {
+            "flaky" => 2,
+            "fail" => 2,
+            _ => 1,
+        };
+        let by_killed = ex.iter().filter(|(_, pid)| killed.contains(pid)).count();
+        let extra = ex.len().saturating_sub(expected_runs);
+        if extra > 0 {
+            repeats += extra;
+            // Every repeat is explained by a killed worker's execution.
+            assert!(
+                by_killed >= extra,
+                "job {id} ({mode}) ran {} times, {by_killed} on killed workers: {ex:?}",
+                ex.len()
+            );
+            repeats_explained += extra;
+        }
+        let want = if mode == "fail" {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        if status != want {
+            // Only kills may change an outcome: the attempts ran out on
+            // expired leases.
+            assert!(
+                status == "failed" && error.contains("lease expired") && by_killed > 0,
+                "job {id} ({mode}) ended {status}: {error}"
+            );
+            by_kill_failures += 1;
+        }
+    }
+    println!(
+        "kill storm: {jobs} jobs, {workers} workers, {} SIGKILLs in {:.0?}, all terminal after {:.1?}: \
+         lost {lost}, repeated executions {repeats} (all {repeats_explained} on killed workers), \
+         outcomes changed by kills {by_kill_failures}, max idle-in-transaction {max_idle_in_tx:.2} s, \
+         max opsrunner connections {max_conns}",
+        killed.len(),
+        storm_for,
+        elapsed
+    );
+    assert_eq!(lost, 0);
+    assert!(!killed.is_empty());
+    assert!(
+        max_idle_in_tx < 5.0,
+        "a session idled in a transaction for {max_idle_in_tx} s"
+    );
+    // Each live worker: pool (4) + LISTEN (1); killed ones' sessions close
+    // with their sockets, and a restart overlaps its victim's for a moment.
+    assert!(
+        max_conns <= (workers as i64 + 1) * 5,
+        "{max_conns} connections for {workers} workers"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_survive_a_postgres_crash_restart_and_write_every_result() {
+    let cluster = tokio::task::spawn_blocking(opsrunner::pgtemp::TempCluster::start)
+        .await
+        .unwrap()
+        .expect("throwaway cluster");
+    let url = cluster.url("postgres");
+    let admin = connect(&url).await;
+    let name = format!("crash_{:08x}", rand::random::<u32>());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let db = TestDb {
+        url: cluster.url(&name),
+        name,
+    };
+    let mut c = db.client().await;
+    opsrunner::migrate::migrate(&mut c).await.unwrap();
+    enable(&c, &["sleep"]).await;
+    let jobs: i32 = 400;
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload) SELECT 'sleep', '{\"ms\": 300}' FROM generate_series(1, $1)",
+        &[&jobs],
+    )
+    .await
+    .unwrap();
+    let env = [("OPSRUNNER_WORKER__CONCURRENCY", "20")];
+    let w1 = WorkerProcess::start(&db, &env).await;
+    let w2 = WorkerProcess::start(&db, &env).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(c);
+    drop(admin);
+    let restarted = Instant::now();
+    let cl = std::sync::Arc::new(cluster);
+    let cl2 = cl.clone();
+    tokio::task::spawn_blocking(move || cl2.restart_immediate())
+        .await
+        .unwrap()
+        .expect("pg_ctl restart");
+    let outage = restarted.elapsed();
+    let c = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 = c
+            .query_one(
+                "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} jobs not finished after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let succeeded: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ops_jobs WHERE status = 'succeeded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut w1 = w1;
+    let mut w2 = w2;
+    assert!(w1.child.try_wait().unwrap().is_none(), "worker 1 exited");
+    assert!(w2.child.try_wait().unwrap().is_none(), "worker 2 exited");
+    let logs = w1.log_text() + &w2.log_text();
+    let reconnects = logs.matches("LISTEN connection lost").count();
+    println!(
+        "postgres crash-restart: outage {outage:.1?}, {succeeded}/{jobs} jobs succeeded, \
+         {reconnects} LISTEN reconnects"
+    );
+    assert_eq!(succeeded, jobs as i64);
+    assert!(reconnects >= 2, "both listeners reconnect:\n{logs}");
+    w1.signal(libc::SIGTERM);
+    w2.signal(libc::SIGTERM);
+    let s1 = tokio::time::timeout(Duration::from_secs(30), w1.child.wait()).await;
+    let s2 = tokio::time::timeout(Duration::from_secs(30), w2.child.wait()).await;
+    assert!(s1.unwrap().unwrap().success() && s2.unwrap().unwrap().success());
+    std::mem::forget(db); // its database dies with the cluster
+}
+
+#[tokio::test]
+async fn bad_input_ends_each_job_with_a_bounded_error_and_the_daemon_keeps_running() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(
+        &c,
+        &["sleep", "noop", "boom", "huge", "nobody-handles-this"],
+    )
+    .await;
+    let mut registry = opsrunner::Registry::with_builtins();
+    // Panics (with a 5,000-character message) on its object payload.
+    registry.register("boom", |job: opsrunner::JobContext| async move {
+        assert!(job.payload.is_null(), "{}", "x".repeat(5_000));
+        Ok(serde_json::json!(null))
+    });
+    registry.register("huge", |_job: opsrunner::JobContext| async move {
+        Ok(serde_json::json!({ "blob": "y".repeat(50_000) }))
+    });
+    let w = start_worker(&db.config(|_| {}), registry).await;
+    let mut ids = Vec::new();
+    for payload in [
+        serde_json::json!([1, 2, 3]),
+        serde_json::json!({ "ms": "soon" }),
+        serde_json::json!({ "ms": -5 }),
+        serde_json::json!({ "ms": 1e300 }),
+        serde_json::json!("just a string"),
+    ] {
+        ids.push((insert_job(&c, "sleep", payload).await, "failed"));
+    }
+    ids.push((
+        insert_job(&c, "boom", serde_json::json!({})).await,
+        "failed",
+    ));
+    ids.push((
+        insert_job(&c, "huge", serde_json::json!({})).await,
+        "succeeded",
+    ));
+    // No handler here: never claimed, so it waits (recoverable) instead of
+    // failing on a daemon that merely lacks the handler.
+    let orphan = insert_job(&c, "nobody-handles-this", serde_json::json!({})).await;
+    for (id, want) in &ids {
+        wait_status(&c, *id, want, Duration::from_secs(20)).await;
+    }
+    let rows = c
+        .query(
+            "SELECT job_type, coalesce(char_length(error), 0), coalesce(octet_length(result::text), 0)
+             FROM ops_jobs WHERE status <> 'queued'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in &rows {
+        let (t, err_len, res_len): (String, i32, i32) = (r.get(0), r.get(1), r.get(2));
+        assert!(err_len <= 500, "{t}: error of {err_len} chars");
+        assert!(res_len <= 20_480, "{t}: result of {res_len} bytes");
+    }
+    let huge: serde_json::Value = c
+        .query_one("SELECT result FROM ops_jobs WHERE job_type = 'huge'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(huge["truncated"], true);
+    // Still alive and working.
+    let after = insert_job(&c, "noop", serde_json::json!({})).await;
+    wait_status(&c, after, "succeeded", Duration::from_secs(10)).await;
+    assert_eq!(status(&c, orphan).await, "queued");
+    println!(
+        "bad input: {} jobs ended with bounded errors or results; the daemon kept running",
+        rows.len()
+    );
+    w.shutdown().await;
+}
