@@ -138,6 +138,12 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Put a failed or cancelled job back into the queue, attempts reset.
+    Retry {
+        id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Cancel a queued job now, or ask a running job's worker to stop it.
     /// For handlers that cannot stop, cancellation is intent only.
     Cancel {
@@ -572,6 +578,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             );
                         }
                     }
+                }
+                JobsCommand::Retry { id, reason } => {
+                    let by = crate::flags::operator_identity();
+                    if !crate::jobs::retry(&client, id, reason.as_deref(), &by).await? {
+                        bail!("no failed or cancelled job {id}");
+                    }
+                    println!("{id}: queued again");
                 }
                 JobsCommand::Cancel { id, reason } => {
                     let by = crate::flags::operator_identity();

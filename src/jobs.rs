@@ -152,6 +152,25 @@ pub async fn cancel(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Re-queues a failed or cancelled job with its attempts reset. False when
+/// there is no such job in either state. Audited as `job.retry`.
+pub async fn retry(
+    client: &impl GenericClient,
+    id: Uuid,
+    reason: Option<&str>,
+    actor: &str,
+) -> Result<bool> {
+    let reason = reason.map(bound_error);
+    let actor: String = actor.chars().take(200).collect();
+    let row = client
+        .query_opt(
+            include_str!("../sql/queries/retry_job.sql"),
+            &[&id, &reason, &actor],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
     pub id: Uuid,

@@ -231,3 +231,53 @@ async fn bench_reports_every_measurement_as_json() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_retry_requeues_a_failed_job_with_attempts_reset_and_audits_it() {
+    let db = migrated_db().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let c = db.client().await;
+    let id: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, status, attempt, error, finished_at)
+             VALUES ('noop', 'failed', 3, 'boom', now()) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let id_s = id.to_string();
+    let o = opsrunner(
+        &["jobs", "retry", &id_s, "--reason", "fixed upstream"],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let row = c
+        .query_one(
+            "SELECT status::text, attempt, error, finished_at IS NULL FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, i32>(1), 0);
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    assert!(row.get::<_, bool>(3));
+    let audited: String = c
+        .query_one(
+            "SELECT detail->>'reason' FROM ops_audit_log WHERE action = 'job.retry' AND target = $1",
+            &[&id_s],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, "fixed upstream");
+    // A queued job is not "retried".
+    let again = opsrunner(&["jobs", "retry", &id_s], &env);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("no failed or cancelled job"),
+        "{}",
+        text(&again)
+    );
+}

@@ -12,6 +12,45 @@ use std::time::{Duration, Instant};
 use common::*;
 use uuid::Uuid;
 
+/// A migrated database on a throwaway cluster of the test's own (fsync off),
+/// so that the battery never depends on, or disturbs, a shared server.
+struct OwnDb {
+    db: std::mem::ManuallyDrop<TestDb>,
+    cluster: std::sync::Arc<opsrunner::pgtemp::TempCluster>,
+}
+
+impl std::ops::Deref for OwnDb {
+    type Target = TestDb;
+    fn deref(&self) -> &TestDb {
+        &self.db
+    }
+}
+
+async fn own_db() -> OwnDb {
+    let cluster = tokio::task::spawn_blocking(opsrunner::pgtemp::TempCluster::start)
+        .await
+        .unwrap()
+        .expect("throwaway cluster");
+    let admin = connect(&cluster.url("postgres")).await;
+    let name = format!("battery_{:08x}", rand::random::<u32>());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    // ManuallyDrop: TestDb's Drop would look for this database on the
+    // shared server; it dies with the cluster instead.
+    let db = std::mem::ManuallyDrop::new(TestDb {
+        url: cluster.url(&name),
+        name,
+    });
+    let mut c = db.client().await;
+    opsrunner::migrate::migrate(&mut c).await.unwrap();
+    OwnDb {
+        db,
+        cluster: std::sync::Arc::new(cluster),
+    }
+}
+
 fn soak() -> bool {
     std::env::var("OPSRUNNER_SOAK").is_ok_and(|v| v == "1")
 }
@@ -94,7 +133,7 @@ async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_i
     } else {
         (1_500, 3, Duration::from_secs(8))
     };
-    let db = migrated_db().await;
+    let db = own_db().await;
     let c = db.client().await;
     enable(&c, &["storm"]).await;
     let dir = tempdir("storm");
@@ -282,23 +321,8 @@ async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_survive_a_postgres_crash_restart_and_write_every_result() {
-    let cluster = tokio::task::spawn_blocking(opsrunner::pgtemp::TempCluster::start)
-        .await
-        .unwrap()
-        .expect("throwaway cluster");
-    let url = cluster.url("postgres");
-    let admin = connect(&url).await;
-    let name = format!("crash_{:08x}", rand::random::<u32>());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let db = TestDb {
-        url: cluster.url(&name),
-        name,
-    };
-    let mut c = db.client().await;
-    opsrunner::migrate::migrate(&mut c).await.unwrap();
+    let db = own_db().await;
+    let c = db.client().await;
     enable(&c, &["sleep"]).await;
     let jobs: i32 = 400;
     c.execute(
@@ -312,10 +336,8 @@ async fn workers_survive_a_postgres_crash_restart_and_write_every_result() {
     let w2 = WorkerProcess::start(&db, &env).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     drop(c);
-    drop(admin);
     let restarted = Instant::now();
-    let cl = std::sync::Arc::new(cluster);
-    let cl2 = cl.clone();
+    let cl2 = db.cluster.clone();
     tokio::task::spawn_blocking(move || cl2.restart_immediate())
         .await
         .unwrap()
@@ -366,12 +388,11 @@ async fn workers_survive_a_postgres_crash_restart_and_write_every_result() {
     let s1 = tokio::time::timeout(Duration::from_secs(30), w1.child.wait()).await;
     let s2 = tokio::time::timeout(Duration::from_secs(30), w2.child.wait()).await;
     assert!(s1.unwrap().unwrap().success() && s2.unwrap().unwrap().success());
-    std::mem::forget(db); // its database dies with the cluster
 }
 
 #[tokio::test]
 async fn bad_input_ends_each_job_with_a_bounded_error_and_the_daemon_keeps_running() {
-    let db = migrated_db().await;
+    let db = own_db().await;
     let c = db.client().await;
     enable(
         &c,
@@ -388,6 +409,7 @@ async fn bad_input_ends_each_job_with_a_bounded_error_and_the_daemon_keeps_runni
         Ok(serde_json::json!({ "blob": "y".repeat(50_000) }))
     });
     let w = start_worker(&db.config(|_| {}), registry).await;
+    // The handler's panics print their messages on stderr: that is expected.
     let mut ids = Vec::new();
     for payload in [
         serde_json::json!([1, 2, 3]),
