@@ -588,7 +588,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 JobsCommand::Cancel { id, reason } => {
                     let by = crate::flags::operator_identity();
-                    match crate::jobs::cancel(&client, id, reason.as_deref(), &by).await? {
+                    match crate::jobs::cancel(&client, id, reason.as_deref(), &by, None, "cli")
+                        .await?
+                    {
                         Some(s) if s == "cancelled" => println!("{id}: cancelled"),
                         Some(_) => {
                             println!("{id}: cancellation intent recorded; its worker will stop it")

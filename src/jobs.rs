@@ -134,19 +134,22 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Uuid> 
 
 /// Requests cancellation: a queued job is cancelled at once, a running one is
 /// stopped by its worker. Returns the status afterwards, or `None` when there
-/// is no such unfinished job. Audited as `job.cancel`.
+/// is no such unfinished job (of `tenant`, when given). Audited as
+/// `job.cancel`, with `via` saying where the request came from.
 pub async fn cancel(
     client: &impl GenericClient,
     id: Uuid,
     reason: Option<&str>,
     actor: &str,
+    tenant: Option<&str>,
+    via: &str,
 ) -> Result<Option<String>> {
     let reason = reason.map(bound_error);
     let actor: String = actor.chars().take(200).collect();
     let row = client
         .query_opt(
             include_str!("../sql/queries/cancel_job.sql"),
-            &[&id, &reason, &actor],
+            &[&id, &reason, &actor, &tenant, &via],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))

@@ -28,7 +28,7 @@ async fn cancelling_a_queued_job_cancels_it_before_it_runs_and_audits_it() {
     let db = migrated_db().await;
     let c = db.client().await;
     let id = insert_job(&c, "sleep", json!({"ms": 1})).await;
-    let after = opsrunner::jobs::cancel(&c, id, Some("not needed"), "alice@ops")
+    let after = opsrunner::jobs::cancel(&c, id, Some("not needed"), "alice@ops", None, "cli")
         .await
         .unwrap();
     assert_eq!(after.as_deref(), Some("cancelled"));
@@ -37,7 +37,7 @@ async fn cancelling_a_queued_job_cancels_it_before_it_runs_and_audits_it() {
     assert_eq!(error.as_deref(), Some("cancelled before start: not needed"));
     // Finished jobs cannot be cancelled again.
     assert_eq!(
-        opsrunner::jobs::cancel(&c, id, None, "alice@ops")
+        opsrunner::jobs::cancel(&c, id, None, "alice@ops", None, "cli")
             .await
             .unwrap(),
         None
@@ -111,7 +111,7 @@ async fn a_handler_that_ignores_cancellation_is_abandoned_after_the_grace_and_it
     let id = insert_job(&c, "stubborn", json!({})).await;
     wait_status(&c, id, "running", Duration::from_secs(5)).await;
     let next = insert_job(&c, "noop", json!({})).await;
-    opsrunner::jobs::cancel(&c, id, None, "tests")
+    opsrunner::jobs::cancel(&c, id, None, "tests", None, "cli")
         .await
         .unwrap();
     wait_status(&c, id, "cancelled", Duration::from_secs(10)).await;

@@ -209,7 +209,7 @@ async fn exec_timeout_and_cancel_kill_the_whole_process_group() {
     let cancelled = insert(&c, "slowcancel", json!({}), "").await;
     let (timed_sh, timed_child) = pids(&dir, "slowtimeout").await;
     let (cancel_sh, cancel_child) = pids(&dir, "slowcancel").await;
-    opsrunner::jobs::cancel(&c, cancelled, Some("test"), "tests")
+    opsrunner::jobs::cancel(&c, cancelled, Some("test"), "tests", None, "cli")
         .await
         .unwrap();
 

@@ -1,8 +1,10 @@
--- Request cancellation of one job, and audit it. A queued job is cancelled on
--- the spot; a running one is flagged, and its worker stops it (NOTIFY, with
--- the heartbeat as backstop). $1 id, $2 reason, $3 actor.
--- Returns the status after the request; no row when the job is not found or
--- already finished.
+-- Request cancellation of one job, and audit it: the CLI's and the shim's.
+-- A queued job is cancelled on the spot; a running one is flagged, and its
+-- worker stops it (NOTIFY, with the heartbeat as backstop).
+-- $1 id, $2 reason, $3 actor, $4 tenant (NULL = any: operators; the shim
+-- passes its key's tenant), $5 where the request came from ('cli', 'api').
+-- Returns the status after the request; no row when the job is not found
+-- (for that tenant) or already finished.
 WITH req AS (
     UPDATE ops_jobs
     SET cancel_requested = true,
@@ -14,11 +16,13 @@ WITH req AS (
                      ELSE error END,
         finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
     WHERE id = $1
+      AND ($4::text IS NULL OR tenant_id = $4)
       AND status IN ('queued', 'running')
-    RETURNING id, status
+    RETURNING id, status, tenant_id
 ), audit AS (
-    INSERT INTO ops_audit_log (actor, action, target, detail)
-    SELECT $3, 'job.cancel', req.id::text, jsonb_build_object('reason', $2::text, 'status', req.status)
+    INSERT INTO ops_audit_log (actor, action, target, tenant_id, detail)
+    SELECT $3, 'job.cancel', req.id::text, req.tenant_id,
+           jsonb_build_object('reason', $2::text, 'status', req.status, 'via', $5::text)
     FROM req
 )
 SELECT status::text FROM req

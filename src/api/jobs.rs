@@ -602,17 +602,19 @@ pub async fn cancel(
     } else {
         serde_json::from_slice(&bytes).map_err(|e| describe_json_error(&e))?
     };
-    let reason = req.reason.as_deref().map(crate::jobs::bound_error);
     let mut client = state.pool.get().await?;
     let tx = tenant_tx(&mut client, &who.tenant).await?;
-    let row = tx
-        .query_opt(
-            include_str!("../../sql/queries/api_cancel_job.sql"),
-            &[&id, &reason, &who.actor, &who.tenant],
-        )
-        .await?;
-    let status: String = match row {
-        Some(r) => r.try_get(0)?,
+    let cancelled = crate::jobs::cancel(
+        &*tx,
+        id,
+        req.reason.as_deref(),
+        &who.actor,
+        Some(&who.tenant),
+        "api",
+    )
+    .await?;
+    let status = match cancelled {
+        Some(s) => s,
         None => {
             let exists = tx
                 .query_opt(
