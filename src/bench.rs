@@ -427,13 +427,7 @@ async fn drain(
     );
     loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let remaining: i64 = c
-            .query_one(
-                "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
-                &[],
-            )
-            .await?
-            .get(0);
+        let remaining = unfinished(c).await?;
         let done = jobs.saturating_sub(remaining as u64);
         progress(opts, &label, done, jobs, wall.elapsed());
         if remaining == 0 {
@@ -483,6 +477,16 @@ async fn drain(
     })
 }
 
+/// Jobs not yet in a terminal state.
+async fn unfinished(c: &Client) -> Result<i64> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
 async fn commits(c: &Client) -> Result<i64> {
     c.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
     Ok(c.query_one(
@@ -521,13 +525,7 @@ async fn latency(c: &Client, url: &str, opts: &BenchOptions) -> Result<LatencyRe
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let remaining: i64 = c
-            .query_one(
-                "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
-                &[],
-            )
-            .await?
-            .get(0);
+        let remaining = unfinished(c).await?;
         if remaining == 0 {
             break;
         }

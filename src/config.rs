@@ -322,36 +322,37 @@ pub fn database_url_from_env() -> Result<Option<DbUrl>> {
 }
 
 fn url_from_env(var: &str) -> Result<Option<DbUrl>> {
-    if let Some(raw) = non_empty_env(var)? {
-        return DbUrl::parse(&raw, var).map(Some);
-    }
-    let file_var = format!("{var}_FILE");
-    if let Some(path) = non_empty_env(&file_var)? {
-        let raw = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Config(format!("{file_var} names a file that cannot be read: {e}"))
-        })?;
-        return DbUrl::parse(&raw, &file_var).map(Some);
-    }
-    Ok(None)
+    from_env_or_file(var)?
+        .map(|(raw, source)| DbUrl::parse(&raw, &source))
+        .transpose()
 }
 
 /// A secret from `var`, or from the file named by `{var}_FILE` (systemd
 /// `LoadCredential=`), trailing newline removed. Errors name the variable,
 /// never the value.
 pub fn secret_from_env(var: &str) -> Result<Option<String>> {
+    let Some((raw, source)) = from_env_or_file(var)? else {
+        return Ok(None);
+    };
+    let v = raw.trim_end_matches(['\r', '\n']).to_string();
+    if v.is_empty() {
+        return Err(Error::Config(format!("{source} names an empty file")));
+    }
+    Ok(Some(v))
+}
+
+/// The value of `var`, or the contents of the file `{var}_FILE` names, with
+/// the name of the variable it came from (for messages).
+fn from_env_or_file(var: &str) -> Result<Option<(String, String)>> {
     if let Some(raw) = non_empty_env(var)? {
-        return Ok(Some(raw.trim_end_matches(['\r', '\n']).to_string()));
+        return Ok(Some((raw, var.to_string())));
     }
     let file_var = format!("{var}_FILE");
     if let Some(path) = non_empty_env(&file_var)? {
         let raw = std::fs::read_to_string(&path).map_err(|e| {
             Error::Config(format!("{file_var} names a file that cannot be read: {e}"))
         })?;
-        let v = raw.trim_end_matches(['\r', '\n']).to_string();
-        if v.is_empty() {
-            return Err(Error::Config(format!("{file_var} names an empty file")));
-        }
-        return Ok(Some(v));
+        return Ok(Some((raw, file_var)));
     }
     Ok(None)
 }

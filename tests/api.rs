@@ -745,7 +745,7 @@ async fn sign(args: &[&str]) -> String {
 #[tokio::test]
 async fn policy_tokens_are_checked_by_the_shim_and_again_by_the_worker() {
     let db = migrated_db().await;
-    let dir = tempdir();
+    let dir = temp_dir("api");
     let cfg = policy_config(&dir);
     let env = [
         WITH_MASTER,
@@ -919,7 +919,7 @@ async fn no_key_token_url_or_password_appears_in_any_response_or_log_line() {
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_password(Some("hunter2-db-password")).unwrap();
     let db_url = url.to_string();
-    let dir = tempdir();
+    let dir = temp_dir("api");
     let cfg = policy_config(&dir);
     let hook_secret = "hook-secret-0123456789abcdef0123456789";
     let env = [
@@ -1034,12 +1034,6 @@ async fn post_job_any(api: &ApiProcess, key: Option<&str>, body: Value) -> Reply
         &[],
     )
     .await
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("opsrunner-api-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn db_msg(e: &tokio_postgres::Error) -> String {

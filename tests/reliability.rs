@@ -95,12 +95,6 @@ env = {{ EXEC_LOG = "{}" }}
     (cfg, log)
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("opsrunner-{tag}-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 const MODES: [(&str, i32); 4] = [("fast", 5), ("slow", 5), ("flaky", 5), ("fail", 2)];
 
 async fn insert_mix(c: &tokio_postgres::Client, n: usize, offset: usize) {
@@ -136,7 +130,7 @@ async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_i
     let db = own_db().await;
     let c = db.client().await;
     enable(&c, &["storm"]).await;
-    let dir = tempdir("storm");
+    let dir = temp_dir("storm");
     let (cfg, log) = storm_config(&dir);
     let cfg_s = cfg.to_str().unwrap().to_string();
     let env: Vec<(&str, &str)> = vec![
@@ -190,22 +184,8 @@ async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_i
         insert_mix(&c, jobs - jobs / 2, jobs / 2).await;
     }
     // Let the survivors finish everything.
-    let deadline = Instant::now() + Duration::from_secs(if soak() { 600 } else { 90 });
-    loop {
-        let open: i64 = c
-            .query_one(
-                "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if open == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{open} jobs never finished");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let limit = Duration::from_secs(if soak() { 600 } else { 90 });
+    wait_all_finished(&c, limit, "after the kill storm").await;
     let elapsed = started.elapsed();
     for p in &procs {
         p.signal(libc::SIGTERM);
@@ -344,25 +324,7 @@ async fn workers_survive_a_postgres_crash_restart_and_write_every_result() {
         .expect("pg_ctl restart");
     let outage = restarted.elapsed();
     let c = db.client().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let open: i64 = c
-            .query_one(
-                "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if open == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} jobs not finished after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_all_finished(&c, Duration::from_secs(60), "after the restart").await;
     let succeeded: i64 = c
         .query_one(
             "SELECT count(*) FROM ops_jobs WHERE status = 'succeeded'",

@@ -255,6 +255,77 @@ pub async fn insert_job(
         .get(0)
 }
 
+/// Spawns `cmd` (stderr piped) and collects its log lines. The future
+/// answers true once a line containing `marker` appeared, false when the
+/// process ended or 30 s passed first.
+fn spawn_logged(
+    mut cmd: tokio::process::Command,
+    marker: &'static str,
+) -> (
+    tokio::process::Child,
+    Arc<Mutex<Vec<String>>>,
+    impl Future<Output = bool>,
+) {
+    let mut child = cmd.spawn().expect("spawn opsrunner");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut ready_tx = Some(ready_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(marker)
+                && let Some(tx) = ready_tx.take()
+            {
+                let _ = tx.send(true);
+            }
+            sink.lock().unwrap().push(line);
+        }
+        if let Some(tx) = ready_tx.take() {
+            let _ = tx.send(false);
+        }
+    });
+    let ready = async move {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(30), ready_rx).await,
+            Ok(Ok(true))
+        )
+    };
+    (child, log, ready)
+}
+
+/// Waits until no job is queued or running, or panics after `limit` saying
+/// how many are left.
+pub async fn wait_all_finished(client: &tokio_postgres::Client, limit: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
+                &[],
+            )
+            .await
+            .expect("count unfinished jobs")
+            .get(0);
+        if open == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} jobs not finished after {limit:?} ({what})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("opsrunner-{tag}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
 /// A worker as a separate `opsrunner worker` process, for kill and signal tests.
 pub struct WorkerProcess {
     pub child: tokio::process::Child,
@@ -281,29 +352,10 @@ impl WorkerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn opsrunner worker");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            let mut ready_tx = Some(ready_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("worker ready")
-                    && let Some(tx) = ready_tx.take()
-                {
-                    let _ = tx.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        if tokio::time::timeout(Duration::from_secs(30), ready_rx)
-            .await
-            .is_err()
-        {
+        let (child, log, ready) = spawn_logged(cmd, "worker ready");
+        if !ready.await {
             panic!(
-                "worker process not ready in 30 s; log:\n{}",
+                "worker process did not become ready (exited, or 30 s passed); log:\n{}",
                 log.lock().unwrap().join("\n")
             );
         }
@@ -381,32 +433,8 @@ impl ApiProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn opsrunner serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            let mut ready_tx = Some(ready_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("api listening")
-                    && let Some(tx) = ready_tx.take()
-                {
-                    let _ = tx.send(true);
-                }
-                sink.lock().unwrap().push(line);
-            }
-            if let Some(tx) = ready_tx.take() {
-                let _ = tx.send(false);
-            }
-        });
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(30), ready_rx).await,
-            Ok(Ok(true))
-        );
-        let _ = child.try_wait();
-        if !ok {
+        let (child, log, ready) = spawn_logged(cmd, "api listening");
+        if !ready.await {
             return Err(log.lock().unwrap().join("\n"));
         }
         Ok(Self {
