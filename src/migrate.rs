@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_hot_path",
         sql: include_str!("../sql/migrations/0005_hot_path.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_cheaper_inserts",
+        sql: include_str!("../sql/migrations/0006_cheaper_inserts.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -1,6 +1,8 @@
 -- Return jobs whose lease expired (their worker died or lost the database)
 -- to the queue, or fail them when they have used every attempt: a job that
 -- keeps killing its worker must not loop forever. $1 batch size.
+-- Running rows are found through ops_jobs_running_idx (all of them: they are
+-- few), their leases checked on the row.
 WITH expired AS (
     SELECT id
     FROM ops_jobs
