@@ -125,7 +125,12 @@ impl ApiState {
         registry: Registry,
         policy: Policy,
     ) -> Result<Self> {
-        let pool = crate::db::pool(&config.database_url, &config.settings.db, "opsrunner-api")?;
+        let pool = crate::db::pool(
+            &config.database_url,
+            &config.settings.db,
+            "opsrunner-api",
+            crate::db::Plans::Default,
+        )?;
         Ok(Self {
             pool,
             cfg: config.settings.api.clone(),
