@@ -68,6 +68,20 @@ pub(crate) struct Completion {
     pub duration: Duration,
 }
 
+impl Completion {
+    /// The outcome of a claimed job whose handler never ran.
+    pub(crate) fn unstarted(job: &ClaimedJob, outcome: Outcome) -> Self {
+        Self {
+            id: job.id,
+            attempt: job.attempt,
+            outcome,
+            job_type: job.job_type.clone(),
+            queue: job.queue.clone(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     job: ClaimedJob,
@@ -89,6 +103,17 @@ pub(crate) async fn execute(
     };
     if job.cancel_requested {
         return done(Outcome::Cancelled("cancelled before start".into()));
+    }
+    // A prefetched job can be cancelled while it waits for a slot; its
+    // handler must not start then.
+    if token.is_cancelled() {
+        return done(match reason.get() {
+            Some(CancelReason::Requested) => Outcome::Cancelled("cancelled before start".into()),
+            Some(CancelReason::LeaseLost) => Outcome::Abandon,
+            Some(CancelReason::Timeout) | None => {
+                Outcome::Requeue("worker shut down before the job started".into())
+            }
+        });
     }
     // Rows can be inserted by plain SQL: an action job runs (or dry-runs)
     // only with a valid token, whatever the shim checked at enqueue.

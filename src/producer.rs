@@ -1,10 +1,22 @@
-//! The claimer: fetches as many runnable jobs as there are free slots, in one
-//! short committed statement (`FOR UPDATE SKIP LOCKED`), and hands each to an
-//! executor task. It wakes on NOTIFY, on a freed slot after a full fetch, and
-//! on the poll interval as the backstop.
+//! The claimer: fetches as many runnable jobs as there are free slots (plus
+//! the prefetch allowance), in one short committed statement (`FOR UPDATE
+//! SKIP LOCKED`), and hands each to an executor task. It wakes on NOTIFY, on
+//! a freed slot after a full fetch, and on the poll interval as the backstop.
+//!
+//! Prefetch: while jobs are short, a claim also takes up to
+//! `worker.prefetch` jobs beyond the free slots. Each waits in its task for a
+//! slot, so a slot freed by a finished job starts the next one at once rather
+//! than after a round trip. The claimer refills only when half of that
+//! allowance is used up, which keeps claims large: a claim's cost hardly
+//! depends on how many rows it takes (measured: 10-row claims and
+//! completions cost 150 µs of CPU per job, 200-row ones 55 µs). Held jobs are
+//! `running` rows with this worker's lease, renewed by the heartbeat like any
+//! other. One that waits too long, whose type gets disabled, or that is still
+//! waiting when the worker stops goes back to `queued` with its attempt
+//! refunded.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -23,6 +35,24 @@ pub(crate) struct Producer {
     pub tracker: TaskTracker,
     /// Parent of every job's token: cancelled when the drain time is over.
     pub jobs_root: CancellationToken,
+    /// Claimed jobs waiting for a slot.
+    pub prefetched: Arc<AtomicUsize>,
+}
+
+/// A prefetched job that waited this long for a slot goes back to the queue,
+/// so that a misjudged burst of long jobs does not hold rows that another
+/// worker could run.
+pub(crate) const PREFETCH_MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// How many jobs to claim now, given the free slots, the jobs already
+/// waiting for one and the prefetch allowance. While every slot is busy,
+/// nothing is claimed until half of the allowance is used up: many small
+/// claims cost far more than a few large ones.
+pub(crate) fn claim_room(free: usize, waiting: usize, prefetch: usize) -> usize {
+    if free == 0 && waiting * 2 > prefetch {
+        return 0;
+    }
+    (free + prefetch).saturating_sub(waiting)
 }
 
 #[derive(Clone, Copy)]
@@ -42,20 +72,30 @@ impl Producer {
             if stop_claiming.is_cancelled() {
                 return;
             }
-            let free = self.slots.available_permits();
+            let cfg = self.shared.cfg();
+            let prefetch = if self.shared.jobs_are_short() {
+                cfg.prefetch()
+            } else {
+                0
+            };
+            let room = claim_room(
+                self.slots.available_permits(),
+                self.prefetched.load(Ordering::Acquire),
+                prefetch,
+            );
             self.shared.mark_loop();
-            if free == 0 {
+            if room == 0 {
                 // Bounded, so that a daemon busy with long jobs still shows a
                 // turning loop to the watchdog.
                 tokio::select! {
                     _ = stop_claiming.cancelled() => return,
                     _ = self.shared.slot_freed.notified() => { wake = Wake::Slot; continue; }
-                    _ = tokio::time::sleep(self.shared.cfg().poll_interval) => continue,
+                    _ = tokio::time::sleep(cfg.poll_interval) => continue,
                 }
             }
             let types = self.shared.enabled_job_types();
             if !types.is_empty() {
-                match self.claim(free, &types).await {
+                match self.claim(room, &types).await {
                     Ok(jobs) => {
                         self.shared.mark_db_ok();
                         backoff.reset();
@@ -76,9 +116,9 @@ impl Producer {
                                 .increment(n as u64);
                         }
                         for job in jobs {
-                            self.launch(job).await;
+                            self.launch(job, &stop_claiming).await;
                         }
-                        if n == free {
+                        if n == room {
                             // More may be waiting: fetch again as slots free up.
                             wake = Wake::Slot;
                             continue;
@@ -99,7 +139,7 @@ impl Producer {
             tokio::select! {
                 _ = stop_claiming.cancelled() => return,
                 _ = self.shared.wake.notified() => wake = Wake::Notify,
-                _ = tokio::time::sleep(self.shared.cfg().poll_interval) => wake = Wake::Poll,
+                _ = tokio::time::sleep(cfg.poll_interval) => wake = Wake::Poll,
             }
         }
     }
@@ -152,12 +192,7 @@ impl Producer {
             .collect()
     }
 
-    async fn launch(&self, job: ClaimedJob) {
-        // The claim asked for at most the free slots and only this task takes
-        // permits, so this does not wait; if it ever did, waiting is correct.
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return; // the semaphore is never closed
-        };
+    async fn launch(&self, job: ClaimedJob, stop_claiming: &CancellationToken) {
         let Some(handler) = self.shared.registry().get(&job.job_type) else {
             // Only registered types are claimed, so this is a bug; end the job
             // with an error rather than leave the row running.
@@ -166,14 +201,7 @@ impl Producer {
                 executor::Outcome::Failed("no handler registered for this job type".into());
             let _ = self
                 .completions
-                .send(Completion {
-                    id: job.id,
-                    attempt: job.attempt,
-                    outcome,
-                    job_type: job.job_type.clone(),
-                    queue: job.queue.clone(),
-                    duration: Duration::ZERO,
-                })
+                .send(Completion::unstarted(&job, outcome))
                 .await;
             return;
         };
@@ -187,13 +215,40 @@ impl Producer {
         let (token, reason) = self.shared.track_running(job.id, &self.jobs_root);
         let shared = self.shared.clone();
         let completions = self.completions.clone();
+        // A free slot is taken here, in claim order; otherwise the job is
+        // prefetched and its task queues for a slot (the semaphore is fair).
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Slot::Taken(permit),
+            Err(_) => {
+                let n = self.prefetched.fetch_add(1, Ordering::AcqRel) + 1;
+                metrics::gauge!("opsrunner_jobs_prefetched").set(n as f64);
+                Slot::Wait(Prefetched {
+                    slots: self.slots.clone(),
+                    count: self.prefetched.clone(),
+                    stop: stop_claiming.clone(),
+                })
+            }
+        };
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
+                let permit = match slot {
+                    Slot::Taken(p) => Some(p),
+                    Slot::Wait(w) => match w.wait_for_slot(&shared, &job, &token).await {
+                        Ok(p) => p,
+                        Err(why) => {
+                            tracing::debug!(why, "prefetched job returned to the queue");
+                            let outcome = executor::Outcome::Requeue(why.into());
+                            let _ = completions.send(Completion::unstarted(&job, outcome)).await;
+                            return;
+                        }
+                    },
+                };
                 tracing::debug!("started");
                 let completion =
                     executor::execute(shared.clone(), job, handler, token, reason).await;
                 tracing::debug!(outcome = ?completion.outcome, "finished");
+                shared.record_job_time(completion.duration);
                 // Only fails when the completer is gone, i.e. after a forced
                 // stop: the lease expiry recovers the job then.
                 let _ = completions.send(completion).await;
@@ -202,5 +257,85 @@ impl Producer {
             },
             span,
         ));
+    }
+}
+
+enum Slot {
+    Taken(tokio::sync::OwnedSemaphorePermit),
+    Wait(Prefetched),
+}
+
+/// What a prefetched job's task needs while it waits for a slot.
+struct Prefetched {
+    slots: Arc<Semaphore>,
+    count: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Prefetched {
+    /// A slot, or no slot when the job was cancelled meanwhile (the executor
+    /// then ends it at once without running the handler), or the reason to
+    /// hand the job back to the queue.
+    async fn wait_for_slot(
+        self,
+        shared: &Shared,
+        job: &ClaimedJob,
+        token: &CancellationToken,
+    ) -> std::result::Result<Option<tokio::sync::OwnedSemaphorePermit>, &'static str> {
+        let waited = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Err("the worker stopped before the job started"),
+            _ = token.cancelled() => Ok(None),
+            p = self.slots.acquire_owned() => p.map(Some).map_err(|_| "no slots"),
+            _ = tokio::time::sleep(PREFETCH_MAX_WAIT) => {
+                // The slots are held by jobs longer than the average said:
+                // stop prefetching until short jobs are seen again, or the
+                // returned jobs would be claimed back at once.
+                shared.record_long_wait();
+                Err("waited too long for a slot in this worker")
+            }
+        };
+        let n = self.count.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("opsrunner_jobs_prefetched").set(n as f64);
+        let permit = waited?;
+        // The flag may have been turned off while the job waited; a disabled
+        // type is not started, as if it had not been claimed.
+        if permit.is_some() && !shared.job_type_enabled(&job.job_type) {
+            // The slot goes to the next waiting job, or back to the claimer.
+            drop(permit);
+            shared.slot_freed.notify_one();
+            return Err("its job type was disabled before it started");
+        }
+        Ok(permit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_room;
+
+    #[test]
+    fn without_prefetch_a_claim_takes_the_free_slots() {
+        assert_eq!(claim_room(5, 0, 0), 5);
+        assert_eq!(claim_room(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn an_idle_worker_claims_its_slots_plus_the_allowance() {
+        assert_eq!(claim_room(10, 0, 10), 20);
+    }
+
+    #[test]
+    fn a_busy_worker_refills_only_once_half_the_allowance_is_used() {
+        // Every slot busy, 6 of 10 still waiting: no small claim.
+        assert_eq!(claim_room(0, 6, 10), 0);
+        // 5 of 10 waiting: top up to 10.
+        assert_eq!(claim_room(0, 5, 10), 5);
+        assert_eq!(claim_room(0, 0, 10), 10);
+    }
+
+    #[test]
+    fn waiting_jobs_never_make_the_room_negative() {
+        assert_eq!(claim_room(1, 20, 10), 0);
     }
 }

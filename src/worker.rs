@@ -25,6 +25,9 @@ use crate::flags::FlagSet;
 use crate::handlers::Registry;
 use crate::producer::Producer;
 
+/// Jobs shorter than this on average are prefetched (see `jobs_are_short`).
+pub(crate) const PREFETCH_SHORT_JOB: Duration = Duration::from_millis(50);
+
 /// Counters, readable while the worker runs (tests, metrics, STATUS=).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -77,6 +80,8 @@ pub(crate) struct Shared {
     /// Health marks, in ms since `started` (see `systemd::unhealthy`).
     pub last_db_ok_ms: AtomicU64,
     pub last_loop_ms: AtomicU64,
+    /// Recent job run time in µs (moving average), for the prefetch rule.
+    job_time_us: AtomicU64,
     started: std::time::Instant,
     running: Mutex<HashMap<Uuid, RunningJob>>,
 }
@@ -99,6 +104,28 @@ impl Shared {
         self.last_loop_ms.store(self.clock_ms(), Ordering::Relaxed);
     }
 
+    /// Folds one job's run time into the moving average (weight 1/8).
+    /// Concurrent updates may lose one sample; the average stays sound.
+    pub fn record_job_time(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let old = self.job_time_us.load(Ordering::Relaxed);
+        self.job_time_us
+            .store(old - old / 8 + us / 8, Ordering::Relaxed);
+    }
+
+    /// A prefetched job waited too long for a slot: count jobs as long.
+    pub fn record_long_wait(&self) {
+        self.job_time_us
+            .fetch_max(PREFETCH_SHORT_JOB.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Prefetching pays only while jobs are about as short as a claim's
+    /// round trip; for longer jobs the saved round trip is noise, and a job
+    /// held here waits while another worker might be idle.
+    pub fn jobs_are_short(&self) -> bool {
+        self.job_time_us.load(Ordering::Relaxed) < PREFETCH_SHORT_JOB.as_micros() as u64
+    }
+
     pub fn cfg(&self) -> Arc<WorkerConfig> {
         match self.cfg.read() {
             Ok(c) => c.clone(),
@@ -115,12 +142,22 @@ impl Shared {
 
     /// Registered job types whose flag is on.
     pub fn enabled_job_types(&self) -> Vec<String> {
-        if self.flags.is_enabled(crate::flags::PAUSE_FLAG) {
+        if self.paused() {
             return Vec::new();
         }
         let mut v = self.registry().sorted_job_types();
         v.retain(|t| self.flags.is_enabled(t));
         v
+    }
+
+    /// Whether `job_type` is among `enabled_job_types()`, without building
+    /// the list (checked for each prefetched job as it starts).
+    pub fn job_type_enabled(&self, job_type: &str) -> bool {
+        !self.paused() && self.flags.is_enabled(job_type) && self.registry().get(job_type).is_some()
+    }
+
+    fn paused(&self) -> bool {
+        self.flags.is_enabled(crate::flags::PAUSE_FLAG)
     }
 
     pub fn track_running(
@@ -255,11 +292,7 @@ impl Worker {
     pub fn new(config: &Config, registry: Registry) -> Result<Self> {
         config.settings.validate()?;
         let policy = config.policy()?;
-        let pool = crate::db::pool(
-            &config.database_url,
-            &config.settings.db,
-            "opsrunner-worker",
-        )?;
+        let pool = crate::db::worker_pool(&config.database_url, &config.settings.db)?;
         let shared = Shared {
             cfg: RwLock::new(Arc::new(config.settings.worker.clone())),
             db_config: config.settings.db.clone(),
@@ -273,6 +306,9 @@ impl Worker {
             stats: Arc::new(Stats::default()),
             wake: Notify::new(),
             slot_freed: Notify::new(),
+            // Unknown until jobs have run: assume long, so a daemon that
+            // starts on a queue of hour-long jobs holds none back.
+            job_time_us: AtomicU64::new(PREFETCH_SHORT_JOB.as_micros() as u64),
             flags_changed: Notify::new(),
             cancel_check: Notify::new(),
             listener_up: AtomicBool::new(false),
@@ -369,6 +405,7 @@ impl Worker {
             completions: completions_tx,
             tracker: tracker.clone(),
             jobs_root: jobs_root.clone(),
+            prefetched: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         };
         let producer_task = tokio::spawn(producer.run(shutdown.clone()));
 
