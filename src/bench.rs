@@ -81,6 +81,16 @@ pub struct EnqueueResult {
     pub rows_per_second: f64,
 }
 
+impl EnqueueResult {
+    fn new(rows: u64, seconds: f64) -> Self {
+        Self {
+            rows,
+            seconds,
+            rows_per_second: rate(rows, seconds),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessResult {
     pub jobs: u64,
@@ -113,6 +123,9 @@ pub struct Report {
     pub server: ServerInfo,
     pub enqueue_single: EnqueueResult,
     pub enqueue_batch: EnqueueResult,
+    /// The same rows through `COPY ... FROM STDIN`, the bulk path for apps
+    /// that can use it.
+    pub enqueue_copy: EnqueueResult,
     pub process: ProcessResult,
     pub latency: LatencyResult,
     /// Only with `scale`.
@@ -152,6 +165,8 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
         let enqueue_single = enqueue_single(&client, opts.single_inserts).await?;
         progress_line(opts, "enqueue: one batched INSERT…");
         let enqueue_batch = enqueue_batch(&client, opts.batch_rows).await?;
+        progress_line(opts, "enqueue: COPY…");
+        let enqueue_copy = enqueue_copy(&client, opts.batch_rows).await?;
         let process = drain(&client, &bench_url, opts, opts.jobs, opts.workers).await?;
         progress_line(opts, "latency: one job at a time into an idle worker…");
         let latency = latency(&client, &bench_url, opts).await?;
@@ -168,6 +183,7 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
             server,
             enqueue_single,
             enqueue_batch,
+            enqueue_copy,
             process,
             latency,
             scale,
@@ -248,11 +264,7 @@ async fn enqueue_single(c: &Client, n: u64) -> Result<EnqueueResult> {
         c.execute(&stmt, &[&serde_json::json!({ "n": i })]).await?;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(EnqueueResult {
-        rows: n,
-        seconds: secs,
-        rows_per_second: rate(n, secs),
-    })
+    Ok(EnqueueResult::new(n, secs))
 }
 
 /// One INSERT of `n` rows whose payloads come from the client (not
@@ -272,11 +284,36 @@ async fn enqueue_batch(c: &Client, n: u64) -> Result<EnqueueResult> {
     let start = Instant::now();
     bulk_insert(c, n).await?;
     let secs = start.elapsed().as_secs_f64();
-    Ok(EnqueueResult {
-        rows: n,
-        seconds: secs,
-        rows_per_second: rate(n, secs),
-    })
+    Ok(EnqueueResult::new(n, secs))
+}
+
+/// The same `n` rows as `bulk_insert`, through COPY (CSV, payload quoted).
+async fn enqueue_copy(c: &Client, n: u64) -> Result<EnqueueResult> {
+    use futures_util::SinkExt;
+    reset(c).await?;
+    let start = Instant::now();
+    let mut data = String::with_capacity(n as usize * 24);
+    for i in 0..n {
+        let payload = serde_json::json!({ "n": i })
+            .to_string()
+            .replace('"', "\"\"");
+        data.push_str("noop,\"");
+        data.push_str(&payload);
+        data.push_str("\"\n");
+    }
+    let sink = c
+        .copy_in("COPY ops_jobs (job_type, payload) FROM STDIN (FORMAT csv)")
+        .await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from(data)).await?;
+    let written = sink.as_mut().finish().await?;
+    let secs = start.elapsed().as_secs_f64();
+    if written != n {
+        return Err(Error::Invalid(format!(
+            "COPY wrote {written} rows, not {n}"
+        )));
+    }
+    Ok(EnqueueResult::new(n, secs))
 }
 
 struct Workers {
@@ -609,6 +646,10 @@ pub fn render(r: &Report) -> String {
     s.push_str(&format!(
         "enqueue, one batched INSERT:  {:>9.0} rows/s  ({} rows in {:.2} s)\n",
         r.enqueue_batch.rows_per_second, r.enqueue_batch.rows, r.enqueue_batch.seconds
+    ));
+    s.push_str(&format!(
+        "enqueue, COPY:                {:>9.0} rows/s  ({} rows in {:.2} s)\n",
+        r.enqueue_copy.rows_per_second, r.enqueue_copy.rows, r.enqueue_copy.seconds
     ));
     for p in std::iter::once(&r.process).chain(r.scale.iter()) {
         s.push_str(&format!(
