@@ -325,14 +325,11 @@ async fn workers_survive_a_postgres_crash_restart_and_write_every_result() {
     let outage = restarted.elapsed();
     let c = db.client().await;
     wait_all_finished(&c, Duration::from_secs(60), "after the restart").await;
-    let succeeded: i64 = c
-        .query_one(
-            "SELECT count(*) FROM ops_jobs WHERE status = 'succeeded'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let succeeded = count(
+        &c,
+        "SELECT count(*) FROM ops_jobs WHERE status = 'succeeded'",
+    )
+    .await;
     let mut w1 = w1;
     let mut w2 = w2;
     assert!(w1.child.try_wait().unwrap().is_none(), "worker 1 exited");

@@ -111,14 +111,11 @@ async fn a_thousand_jobs_over_four_concurrent_workers_each_run_exactly_once() {
         Duration::from_secs(60),
         "all 1000 jobs to succeed",
         || async {
-            let n: i64 = c
-                .query_one(
-                    "SELECT count(*) FROM ops_jobs WHERE status = 'succeeded'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let n = count(
+                &c,
+                "SELECT count(*) FROM ops_jobs WHERE status = 'succeeded'",
+            )
+            .await;
             (n == 1000).then_some(())
         },
     )
@@ -490,4 +487,59 @@ async fn a_queued_job_with_cancel_requested_is_cancelled_without_running() {
     wait_status(&c, id, "cancelled", Duration::from_secs(10)).await;
     assert!(counts.lock().unwrap().is_empty(), "the handler ran");
     w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_renew_leases_with_hot_updates_that_add_no_index_entries() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["sleep"]).await;
+    let cfg = db.config(|s| s.worker.heartbeat_interval = Duration::from_millis(100));
+    let w = start_worker(&cfg, Registry::with_builtins()).await;
+    let id = insert_job(&c, "sleep", json!({"ms": 2000})).await;
+    wait_status(&c, id, "succeeded", Duration::from_secs(10)).await;
+    // The worker's backends report their table statistics when they exit.
+    w.shutdown().await;
+    let (updates, hot) = wait_for(Duration::from_secs(10), "table statistics", || async {
+        let r = c
+            .query_one(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'ops_jobs'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (u, h): (i64, i64) = (r.get(0), r.get(1));
+        (u >= 10).then_some((u, h))
+    })
+    .await;
+    // Updates: the claim and the completion (both change `status`, which is
+    // indexed, so they cannot be HOT) and one renewal per heartbeat. Every
+    // renewal must be HOT: it changes no indexed column.
+    assert!(
+        hot >= updates - 2,
+        "{hot} of {updates} updates were HOT; heartbeats must not touch an index"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_pool_uses_generic_plans_without_jit_and_keeps_its_timeouts() {
+    let db = migrated_db().await;
+    let cfg = db.config(|_| {});
+    // The pool `Worker::new` builds.
+    let pool = opsrunner::db::worker_pool(&cfg.database_url, &cfg.settings.db).unwrap();
+    let c = pool.get().await.unwrap();
+    let show = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(show("plan_cache_mode").await, "force_generic_plan");
+    assert_eq!(show("jit").await, "off");
+    // The plan option is appended to, not instead of, the session timeouts.
+    assert_ne!(show("statement_timeout").await, "0");
+    assert_ne!(show("idle_in_transaction_session_timeout").await, "0");
 }

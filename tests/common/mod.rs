@@ -212,6 +212,15 @@ where
     }
 }
 
+/// The single bigint that `sql` (a `SELECT count(*) …`) returns.
+pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .expect("count query")
+        .get(0)
+}
+
 pub async fn status(client: &tokio_postgres::Client, id: uuid::Uuid) -> String {
     client
         .query_one("SELECT status::text FROM ops_jobs WHERE id = $1", &[&id])
@@ -374,6 +383,14 @@ impl WorkerProcess {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for(limit, needle, || async {
+            self.log.lock().unwrap().iter().any(|l| l.contains(needle)).then_some(())
+        })
+        .await
     }
 }
 
