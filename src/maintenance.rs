@@ -21,12 +21,13 @@ const BATCH: i64 = 1000;
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     // First prune one interval after start, not at every restart.
     let mut next_prune = tokio::time::Instant::now() + shared.retention.interval;
+    let mut next_stats = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(shared.cfg().rescue_interval) => {}
         }
-        match tick(&shared).await {
+        match tick(&shared, &mut next_stats).await {
             Ok(None) => {}
             Ok(Some((requeued, failed, cancelled))) => {
                 if requeued + failed > 0 {
@@ -52,6 +53,32 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// The queue gauges count every runnable row, which grows with the backlog
+/// (about 350 ms of server time at a million queued jobs). The count runs
+/// again only after this many times its own last duration, so that it never
+/// takes more than about 2 % of one server backend, however deep the queue.
+const STATS_COST_FACTOR: u32 = 50;
+
+/// How long to wait before counting again after a count that took `took`.
+fn queue_stats_pause(took: std::time::Duration) -> std::time::Duration {
+    took.saturating_mul(STATS_COST_FACTOR)
+}
+
+/// Publishes the queue gauges unless the last count asked for a pause;
+/// `next` is when counting is allowed again.
+async fn publish_queue_gauges_when_due(
+    shared: &Shared,
+    next: &mut tokio::time::Instant,
+) -> Result<()> {
+    let start = tokio::time::Instant::now();
+    if start < *next {
+        return Ok(());
+    }
+    let result = publish_queue_gauges(shared).await;
+    *next = tokio::time::Instant::now() + queue_stats_pause(start.elapsed());
+    result
 }
 
 /// Queues seen by a previous gauge update, so that an emptied queue reads 0.
@@ -85,6 +112,13 @@ async fn publish_queue_gauges(shared: &Shared) -> Result<()> {
         }
         *seen = now_seen;
     }
+    Ok(())
+}
+
+/// Cheap (a look at shared memory), so every tick: a full notification queue
+/// stops every NOTIFY in the cluster.
+async fn publish_notification_queue_usage(shared: &Shared) -> Result<()> {
+    let client = shared.pool.get().await.map_err(Error::from)?;
     let usage: f64 = client
         .query_one("SELECT pg_notification_queue_usage()", &[])
         .await?
@@ -190,7 +224,10 @@ async fn lead(tx: &deadpool_postgres::Transaction<'_>, key: i64) -> Result<bool>
 }
 
 /// `None` when another daemon holds the lock this tick.
-async fn tick(shared: &Shared) -> Result<Option<(u64, u64, u64)>> {
+async fn tick(
+    shared: &Shared,
+    next_stats: &mut tokio::time::Instant,
+) -> Result<Option<(u64, u64, u64)>> {
     let mut client = shared.pool.get().await.map_err(Error::from)?;
     let tx = client.transaction().await?;
     if !lead(&tx, RESCUER_LOCK).await? {
@@ -216,6 +253,25 @@ async fn tick(shared: &Shared) -> Result<Option<(u64, u64, u64)>> {
         .fetch_add(requeued + failed, Ordering::Relaxed);
     metrics::counter!("opsrunner_jobs_rescued_total").increment(requeued + failed);
     // The leader publishes queue gauges; followers do not scan at all.
-    publish_queue_gauges(shared).await?;
+    publish_notification_queue_usage(shared).await?;
+    publish_queue_gauges_when_due(shared, next_stats).await?;
     Ok(Some((requeued, failed, cancelled)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_slow_queue_count_pauses_the_next_one_in_proportion() {
+        // A cheap count (small queue) runs again at the next tick.
+        assert!(queue_stats_pause(Duration::from_millis(2)) < Duration::from_secs(5) / 10);
+        // At a million queued rows the count took about 350 ms: the gauges
+        // then refresh about every 17.5 s instead of every 5 s tick.
+        assert_eq!(
+            queue_stats_pause(Duration::from_millis(350)),
+            Duration::from_millis(17_500)
+        );
+    }
 }
