@@ -193,6 +193,17 @@ impl Producer {
     }
 
     async fn launch(&self, job: ClaimedJob, stop_claiming: &CancellationToken) {
+        if stop_claiming.is_cancelled() {
+            // The stop came while the claim was on its way: a stopping
+            // daemon starts nothing new, so the job goes straight back.
+            let outcome =
+                executor::Outcome::Requeue("the worker stopped before the job started".into());
+            let _ = self
+                .completions
+                .send(Completion::unstarted(&job, outcome))
+                .await;
+            return;
+        }
         let Some(handler) = self.shared.registry().get(&job.job_type) else {
             // Only registered types are claimed, so this is a bug; end the job
             // with an error rather than leave the row running.

@@ -78,7 +78,8 @@ async fn sigterm_drains_running_jobs_and_exits_zero() {
     // The signal is handled asynchronously: a job inserted in the same
     // millisecond may still meet a claim already under way. Once the worker
     // says it stopped claiming, nothing inserted may be claimed by it.
-    w.wait_log("claiming stopped", Duration::from_secs(10)).await;
+    w.wait_log("claiming stopped", Duration::from_secs(10))
+        .await;
     let late = insert_job(&c, "sleep", json!({"ms": 10})).await;
     let code = tokio::time::timeout(Duration::from_secs(30), w.child.wait())
         .await

@@ -388,7 +388,12 @@ impl WorkerProcess {
     /// Waits until a log line contains `needle`.
     pub async fn wait_log(&self, needle: &str, limit: Duration) {
         wait_for(limit, needle, || async {
-            self.log.lock().unwrap().iter().any(|l| l.contains(needle)).then_some(())
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+                .then_some(())
         })
         .await
     }
