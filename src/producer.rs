@@ -192,15 +192,23 @@ impl Producer {
             .collect()
     }
 
+    /// Ends a claimed job that will not run here with `outcome`, written by
+    /// the completer like any other.
+    async fn end_unstarted(&self, job: &ClaimedJob, outcome: executor::Outcome) {
+        // Only fails when the completer is gone (a forced stop): the lease
+        // expiry recovers the job then.
+        let _ = self
+            .completions
+            .send(Completion::unstarted(job, outcome))
+            .await;
+    }
+
     async fn launch(&self, job: ClaimedJob, stop_claiming: &CancellationToken) {
         if stop_claiming.is_cancelled() {
             // The stop came while the claim was on its way: a stopping
             // daemon starts nothing new, so the job goes straight back.
-            let outcome =
-                executor::Outcome::Requeue("the worker stopped before the job started".into());
-            let _ = self
-                .completions
-                .send(Completion::unstarted(&job, outcome))
+            let why = "the worker stopped before the job started";
+            self.end_unstarted(&job, executor::Outcome::Requeue(why.into()))
                 .await;
             return;
         }
@@ -208,11 +216,8 @@ impl Producer {
             // Only registered types are claimed, so this is a bug; end the job
             // with an error rather than leave the row running.
             tracing::error!(job_type = %job.job_type, "claimed a job type with no handler");
-            let outcome =
-                executor::Outcome::Failed("no handler registered for this job type".into());
-            let _ = self
-                .completions
-                .send(Completion::unstarted(&job, outcome))
+            let why = "no handler registered for this job type";
+            self.end_unstarted(&job, executor::Outcome::Failed(why.into()))
                 .await;
             return;
         };

@@ -543,3 +543,81 @@ async fn the_worker_pool_uses_generic_plans_without_jit_and_keeps_its_timeouts()
     assert_ne!(show("statement_timeout").await, "0");
     assert_ne!(show("idle_in_transaction_session_timeout").await, "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_a_claim_brings_back_after_the_stop_began_go_back_queued_unstarted() {
+    let db = migrated_db().await;
+    let mut c = db.client().await;
+    // The type's flag is off: the worker issues no claim at all yet.
+    let id = insert_job(&c, "noop", json!({})).await;
+    let w = start_worker(&db.config(|_| {}), Registry::with_builtins()).await;
+    // Hold the claim inside its statement, so that it is still on its way
+    // when the stop begins: its transition trigger writes ops_job_events,
+    // which this transaction locks. The flag goes on by plain SQL, since the
+    // CLI's flag statement would itself wait for that lock.
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE ops_job_events IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let other = db.client().await;
+    other
+        .batch_execute(
+            "INSERT INTO ops_feature_flags (name, enabled) VALUES ('noop', true)
+             ON CONFLICT (name) DO UPDATE SET enabled = true",
+        )
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "a claim waiting on the lock",
+        || async {
+            let waiting = count(
+                &other,
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '-- Claim up to%'",
+            )
+            .await;
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    let stats = w.stats.clone();
+    w.stop.cancel();
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), w.task)
+        .await
+        .expect("worker stops")
+        .expect("worker task")
+        .expect("worker run");
+    let row = c
+        .query_one(
+            "SELECT status::text, attempt, lease_expires_at IS NULL FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, i32>(1), 0, "the attempt was refunded");
+    assert!(row.get::<_, bool>(2), "no lease left behind");
+    let trail: Vec<String> = c
+        .query(
+            "SELECT to_status::text FROM ops_job_events WHERE job_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The claim did take it (so the test met the race), and it never ran.
+    assert_eq!(
+        (
+            stats.claimed.load(Ordering::Relaxed),
+            stats.requeued.load(Ordering::Relaxed)
+        ),
+        (1, 1),
+        "claimed and handed back"
+    );
+    assert_eq!(trail, ["running", "queued"], "{trail:?}");
+}
