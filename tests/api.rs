@@ -262,16 +262,7 @@ async fn happy_path_queued_running_succeeded_through_the_shim_with_a_running_wor
         "observed through GET"
     );
     let uuid: uuid::Uuid = id.parse().unwrap();
-    let events: Vec<String> = c
-        .query(
-            "SELECT to_status::text FROM ops_job_events WHERE job_id = $1 ORDER BY id",
-            &[&uuid],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let events = transitions(&c, uuid).await;
     assert_eq!(events, ["running", "succeeded"]);
     let audited: i64 = c
         .query_one(

@@ -113,16 +113,11 @@ async fn sigterm_returns_jobs_longer_than_the_drain_timeout_to_the_queue_without
         .expect("worker exits")
         .expect("wait");
     assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
-    let row = c
-        .query_one(
-            "SELECT status::text, attempt, lease_expires_at IS NULL FROM ops_jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "queued");
-    assert_eq!(row.get::<_, i32>(1), 0, "the attempt was refunded");
-    assert!(row.get::<_, bool>(2));
+    assert_eq!(
+        status_attempt_lease_cleared(&c, id).await,
+        ("queued".to_string(), 0, true),
+        "back in the queue, attempt refunded, lease cleared"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,16 +189,7 @@ async fn a_failing_job_retries_with_backoff_then_ends_failed_with_a_bounded_erro
     );
     assert!(error.starts_with("attempt 3 failed"), "{error}");
     assert!(row.get::<_, bool>(2));
-    let transitions: Vec<String> = c
-        .query(
-            "SELECT to_status::text FROM ops_job_events WHERE job_id = $1 ORDER BY id",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let transitions = transitions(&c, id).await;
     assert_eq!(
         transitions,
         [
@@ -590,26 +581,12 @@ async fn jobs_a_claim_brings_back_after_the_stop_began_go_back_queued_unstarted(
         .expect("worker stops")
         .expect("worker task")
         .expect("worker run");
-    let row = c
-        .query_one(
-            "SELECT status::text, attempt, lease_expires_at IS NULL FROM ops_jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "queued");
-    assert_eq!(row.get::<_, i32>(1), 0, "the attempt was refunded");
-    assert!(row.get::<_, bool>(2), "no lease left behind");
-    let trail: Vec<String> = c
-        .query(
-            "SELECT to_status::text FROM ops_job_events WHERE job_id = $1 ORDER BY id",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    assert_eq!(
+        status_attempt_lease_cleared(&c, id).await,
+        ("queued".to_string(), 0, true),
+        "back in the queue, attempt refunded, lease cleared"
+    );
+    let trail = transitions(&c, id).await;
     // The claim did take it (so the test met the race), and it never ran.
     assert_eq!(
         (

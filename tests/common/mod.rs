@@ -230,6 +230,35 @@ pub async fn status(client: &tokio_postgres::Client, id: uuid::Uuid) -> String {
 }
 
 /// Waits until job `id` has status `want`; on timeout, says what it had.
+/// The statuses a job moved to, in order (its `ops_job_events` trail).
+pub async fn transitions(client: &tokio_postgres::Client, id: uuid::Uuid) -> Vec<String> {
+    client
+        .query(
+            "SELECT to_status::text FROM ops_job_events WHERE job_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// (status, attempt, lease cleared) of a job: what a hand-back must leave.
+pub async fn status_attempt_lease_cleared(
+    client: &tokio_postgres::Client,
+    id: uuid::Uuid,
+) -> (String, i32, bool) {
+    let row = client
+        .query_one(
+            "SELECT status::text, attempt, lease_expires_at IS NULL FROM ops_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
 pub async fn wait_status(
     client: &tokio_postgres::Client,
     id: uuid::Uuid,
