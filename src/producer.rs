@@ -192,24 +192,12 @@ impl Producer {
             .collect()
     }
 
-    /// Ends a claimed job that will not run here with `outcome`, written by
-    /// the completer like any other.
-    async fn end_unstarted(&self, job: &ClaimedJob, outcome: executor::Outcome) {
-        // Only fails when the completer is gone (a forced stop): the lease
-        // expiry recovers the job then.
-        let _ = self
-            .completions
-            .send(Completion::unstarted(job, outcome))
-            .await;
-    }
-
     async fn launch(&self, job: ClaimedJob, stop_claiming: &CancellationToken) {
         if stop_claiming.is_cancelled() {
             // The stop came while the claim was on its way: a stopping
             // daemon starts nothing new, so the job goes straight back.
-            let why = "the worker stopped before the job started";
-            self.end_unstarted(&job, executor::Outcome::Requeue(why.into()))
-                .await;
+            let outcome = executor::Outcome::Requeue(STOPPED_BEFORE_START.into());
+            end_unstarted(&self.completions, &job, outcome).await;
             return;
         }
         let Some(handler) = self.shared.registry().get(&job.job_type) else {
@@ -217,8 +205,12 @@ impl Producer {
             // with an error rather than leave the row running.
             tracing::error!(job_type = %job.job_type, "claimed a job type with no handler");
             let why = "no handler registered for this job type";
-            self.end_unstarted(&job, executor::Outcome::Failed(why.into()))
-                .await;
+            end_unstarted(
+                &self.completions,
+                &job,
+                executor::Outcome::Failed(why.into()),
+            )
+            .await;
             return;
         };
         let labels = [
@@ -255,7 +247,7 @@ impl Producer {
                         Err(why) => {
                             tracing::debug!(why, "prefetched job returned to the queue");
                             let outcome = executor::Outcome::Requeue(why.into());
-                            let _ = completions.send(Completion::unstarted(&job, outcome)).await;
+                            end_unstarted(&completions, &job, outcome).await;
                             return;
                         }
                     },
@@ -274,6 +266,21 @@ impl Producer {
             span,
         ));
     }
+}
+
+/// Why a job claimed by a daemon that began to stop went back unstarted.
+const STOPPED_BEFORE_START: &str = "the worker stopped before the job started";
+
+/// Ends a claimed job that will not run here with `outcome`, written by the
+/// completer like any other.
+async fn end_unstarted(
+    completions: &mpsc::Sender<Completion>,
+    job: &ClaimedJob,
+    outcome: executor::Outcome,
+) {
+    // Only fails when the completer is gone (a forced stop): the lease expiry
+    // recovers the job then.
+    let _ = completions.send(Completion::unstarted(job, outcome)).await;
 }
 
 enum Slot {
@@ -300,7 +307,7 @@ impl Prefetched {
     ) -> std::result::Result<Option<tokio::sync::OwnedSemaphorePermit>, &'static str> {
         let waited = tokio::select! {
             biased;
-            _ = self.stop.cancelled() => Err("the worker stopped before the job started"),
+            _ = self.stop.cancelled() => Err(STOPPED_BEFORE_START),
             _ = token.cancelled() => Ok(None),
             p = self.slots.acquire_owned() => p.map(Some).map_err(|_| "no slots"),
             _ = tokio::time::sleep(PREFETCH_MAX_WAIT) => {
