@@ -69,6 +69,7 @@ fn queue_stats_pause(took: std::time::Duration) -> std::time::Duration {
 /// Publishes the queue gauges unless the last count asked for a pause;
 /// `next` is when counting is allowed again.
 async fn publish_queue_gauges_when_due(
+    client: &deadpool_postgres::Client,
     shared: &Shared,
     next: &mut tokio::time::Instant,
 ) -> Result<()> {
@@ -76,7 +77,7 @@ async fn publish_queue_gauges_when_due(
     if start < *next {
         return Ok(());
     }
-    let result = publish_queue_gauges(shared).await;
+    let result = publish_queue_gauges(client, shared).await;
     *next = tokio::time::Instant::now() + queue_stats_pause(start.elapsed());
     result
 }
@@ -84,8 +85,7 @@ async fn publish_queue_gauges_when_due(
 /// Queues seen by a previous gauge update, so that an emptied queue reads 0.
 static SEEN_QUEUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
-async fn publish_queue_gauges(shared: &Shared) -> Result<()> {
-    let client = shared.pool.get().await.map_err(Error::from)?;
+async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Shared) -> Result<()> {
     let stmt = client
         .prepare_cached(include_str!("../sql/queries/queue_stats.sql"))
         .await?;
@@ -117,8 +117,7 @@ async fn publish_queue_gauges(shared: &Shared) -> Result<()> {
 
 /// Cheap (a look at shared memory), so every tick: a full notification queue
 /// stops every NOTIFY in the cluster.
-async fn publish_notification_queue_usage(shared: &Shared) -> Result<()> {
-    let client = shared.pool.get().await.map_err(Error::from)?;
+async fn publish_notification_queue_usage(client: &deadpool_postgres::Client) -> Result<()> {
     let usage: f64 = client
         .query_one("SELECT pg_notification_queue_usage()", &[])
         .await?
@@ -252,9 +251,10 @@ async fn tick(
         .rescued
         .fetch_add(requeued + failed, Ordering::Relaxed);
     metrics::counter!("opsrunner_jobs_rescued_total").increment(requeued + failed);
-    // The leader publishes queue gauges; followers do not scan at all.
-    publish_notification_queue_usage(shared).await?;
-    publish_queue_gauges_when_due(shared, next_stats).await?;
+    // The leader publishes queue gauges, on the connection it already holds;
+    // followers do not scan at all.
+    publish_notification_queue_usage(&client).await?;
+    publish_queue_gauges_when_due(&client, shared, next_stats).await?;
     Ok(Some((requeued, failed, cancelled)))
 }
 
