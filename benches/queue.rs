@@ -17,7 +17,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let opts = opsrunner::bench::BenchOptions {
+    let opts = opsrunner::cli::bench::BenchOptions {
         jobs: env_or("OPSRUNNER_BENCH_JOBS", 100_000),
         workers: env_or("OPSRUNNER_BENCH_WORKERS", 2),
         concurrency: env_or("OPSRUNNER_BENCH_CONCURRENCY", 100),
@@ -26,8 +26,8 @@ fn main() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let admin = opsrunner::config::database_url_from_env().expect("DATABASE_URL");
-    match runtime.block_on(opsrunner::bench::run(admin, &opts)) {
-        Ok(report) => print!("{}", opsrunner::bench::render(&report)),
+    match runtime.block_on(opsrunner::cli::bench::run(admin, &opts)) {
+        Ok(report) => print!("{}", opsrunner::cli::bench::render(&report)),
         Err(e) => {
             eprintln!("bench failed: {e}");
             std::process::exit(1);

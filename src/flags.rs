@@ -1,143 +1,83 @@
-//! Feature flags: one per job type, named like it. An absent flag is OFF, so a
-//! new handler runs nowhere until an operator turns it on. Workers learn of a
-//! change through NOTIFY and, as a backstop, a periodic reload.
-
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+//! Feature flags, the operator side: one flag per job type, named like it.
+//! An absent flag is OFF, so a new handler runs nowhere until an operator
+//! turns it on. Workers learn of a change through NOTIFY and, as a backstop,
+//! a periodic reload (the worker's flag cache).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
-use tokio_util::sync::CancellationToken;
 
+use crate::db::queries;
 use crate::error::{Error, Result};
-use crate::worker::Shared;
+pub use crate::jobs::PAUSE_FLAG;
 
-/// The global switch: while this flag is on, no daemon claims anything.
-pub const PAUSE_FLAG: &str = "pause-all";
-
-#[derive(Debug, Default)]
-pub struct FlagSet {
-    enabled: RwLock<HashSet<String>>,
-}
-
-impl FlagSet {
-    pub fn is_enabled(&self, name: &str) -> bool {
-        self.enabled
-            .read()
-            .map(|s| s.contains(name))
-            .unwrap_or(false)
-    }
-
-    /// Replaces the set; true when it changed.
-    fn replace(&self, new: HashSet<String>) -> bool {
-        match self.enabled.write() {
-            Ok(mut cur) if *cur != new => {
-                *cur = new;
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
-    let client = shared.pool.get().await?;
-    let stmt = client
-        .prepare_cached(include_str!("../sql/queries/enabled_flags.sql"))
-        .await?;
-    let names: HashSet<String> = client
-        .query(&stmt, &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    shared.mark_db_ok();
-    for t in shared.registry().job_types().chain([PAUSE_FLAG]) {
-        metrics::gauge!("opsrunner_feature_flag_enabled", "flag" => t.to_string())
-            .set(if names.contains(t) { 1.0 } else { 0.0 });
-    }
-    Ok(shared.flags.replace(names))
-}
-
-pub(crate) async fn run_reloader(shared: Arc<Shared>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = shared.flags_changed.notified() => {}
-            _ = tokio::time::sleep(shared.cfg().flags_reload_interval) => {}
-        }
-        match reload(&shared).await {
-            Ok(true) => {
-                tracing::info!(enabled = ?shared.enabled_job_types(), "feature flags changed");
-                // A newly enabled type may have jobs waiting.
-                shared.wake.notify_one();
-            }
-            Ok(false) => {}
-            Err(e) => {
-                shared.db_error();
-                tracing::warn!(error = %e, "cannot reload feature flags; keeping the last known set");
-            }
-        }
-    }
-}
-
+/// A flag as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Flag {
+    /// The job type it gates (or [`PAUSE_FLAG`]).
     pub name: String,
+    /// On or off.
     pub enabled: bool,
+    /// Why it was last changed.
     pub reason: Option<String>,
+    /// When it was last changed.
     pub updated_at: DateTime<Utc>,
+    /// Who changed it last.
     pub updated_by: Option<String>,
 }
 
+/// Every flag, by name.
 pub async fn list(client: &impl GenericClient) -> Result<Vec<Flag>> {
-    let rows = client
-        .query("SELECT name, enabled, reason, updated_at, updated_by FROM ops_feature_flags ORDER BY name", &[])
-        .await?;
-    Ok(rows
+    queries::list_flags(client)
+        .await?
         .iter()
-        .map(|r| Flag {
-            name: r.get(0),
-            enabled: r.get(1),
-            reason: r.get(2),
-            updated_at: r.get(3),
-            updated_by: r.get(4),
+        .map(|r| {
+            Ok(Flag {
+                name: r.try_get("name")?,
+                enabled: r.try_get("enabled")?,
+                reason: r.try_get("reason")?,
+                updated_at: r.try_get("updated_at")?,
+                updated_by: r.try_get("updated_by")?,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// A change to one flag ([`set`]).
+#[derive(Debug, Clone)]
+pub struct FlagChange<'a> {
+    /// The flag (a job type, or [`PAUSE_FLAG`]).
+    pub name: &'a str,
+    /// The new state.
+    pub enabled: bool,
+    /// Why, for the audit log.
+    pub reason: Option<&'a str>,
+    /// Who, for the audit log.
+    pub by: &'a str,
+    /// When disabling: also ask running jobs of this type to cancel.
+    pub cancel_running: bool,
 }
 
 /// Sets a flag and records who and why in `ops_audit_log`. With
 /// `cancel_running` (only meaningful when disabling), running jobs of that
 /// type are asked to cancel; returns how many were.
-pub async fn set(
-    client: &impl GenericClient,
-    name: &str,
-    enabled: bool,
-    reason: Option<&str>,
-    updated_by: &str,
-    cancel_running: bool,
-) -> Result<i64> {
-    if !crate::jobs::valid_name(name) {
+pub async fn set(client: &impl GenericClient, change: &FlagChange<'_>) -> Result<i64> {
+    if !crate::jobs::valid_name(change.name) {
         return Err(Error::Invalid(
             "flag name must match [a-z][a-z0-9_.-]{0,63}".into(),
         ));
     }
-    let reason = reason.map(crate::jobs::bound_error);
-    let by: String = updated_by.chars().take(200).collect();
-    let row = client
-        .query_one(
-            include_str!("../sql/queries/set_flag.sql"),
-            &[&name, &enabled, &reason, &by, &cancel_running],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
-/// Who is changing a flag from this machine: `user@host`.
-pub fn operator_identity() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{}", crate::worker::hostname())
+    let reason = change.reason.map(crate::jobs::bound_error);
+    let by: String = change.by.chars().take(200).collect();
+    queries::set_flag(
+        client,
+        &queries::SetFlagParams {
+            name: change.name,
+            enabled: change.enabled,
+            reason: reason.as_deref(),
+            by: &by,
+            cancel_running: change.cancel_running,
+        },
+    )
+    .await
 }

@@ -1,12 +1,16 @@
-//! Job rows: the bounds applied to what the worker writes, and the operator
-//! queries behind `opsrunner enqueue` and `opsrunner jobs`.
+//! Job rows: enqueueing ([`NewJob`], [`insert`], [`insert_many`]), the bounds
+//! applied to what the worker writes, and the operator queries behind
+//! `opsrunner enqueue` and `opsrunner jobs`.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::db::queries;
 use crate::error::{Error, Result};
 
 /// Largest result stored, serialized compactly.
@@ -48,17 +52,108 @@ pub fn bound_error(msg: &str) -> String {
     out
 }
 
+/// The global switch: while this flag is on, no daemon claims anything.
+pub const PAUSE_FLAG: &str = "pause-all";
+
+/// A job's state (`ops_job_status` in the schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting for `run_at` and a worker.
+    Queued,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// Finished with an error, out of attempts or permanently.
+    Failed,
+    /// Cancelled on request.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The name the schema uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether a job in this state is done for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::Invalid(format!("status must be one of {}", STATUSES.join(", "))))
+    }
+}
+
+/// The status names, for messages and the API schema.
+pub const STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "cancelled"];
+
+/// A job to enqueue. Start from [`NewJob::new`] or `NewJob::from_args` (a
+/// typed payload, see [`crate::handlers::JobArgs`]) and
+/// set what differs from the defaults with the builder methods; [`insert`]
+/// validates it against the same bounds as the table's CHECKs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NewJob {
+    /// The handler that runs it (and the feature flag that gates it).
     pub job_type: String,
+    /// Defaults to `default`.
     pub queue: String,
+    /// Lower runs first, -100..=100; defaults to 0.
     pub priority: i16,
+    /// Handed to the handler; at most 1 MiB serialized.
     pub payload: Value,
+    /// 1..=100; defaults to 3.
     pub max_attempts: i32,
+    /// Run no earlier than this; `None` means now (the database's clock).
     pub run_at: Option<DateTime<Utc>>,
-    pub timeout: Option<std::time::Duration>,
+    /// Per-attempt time limit (up to a day); `None` means the worker's default.
+    pub timeout: Option<Duration>,
+    /// The tenant the job belongs to; `None` for operator jobs.
+    pub tenant: Option<String>,
+    /// Repeating an insert with the same key (per tenant) creates no second job.
+    pub idempotency_key: Option<String>,
+    /// Required for action job types: a token from `opsrunner token sign`.
+    pub policy_token: Option<String>,
+    /// Validate the payload only; the handler never runs.
+    pub dry_run: bool,
 }
 
 impl NewJob {
+    /// A job of `job_type` with `payload` and every default.
     pub fn new(job_type: &str, payload: Value) -> Self {
         Self {
             job_type: job_type.into(),
@@ -68,91 +163,226 @@ impl NewJob {
             max_attempts: 3,
             run_at: None,
             timeout: None,
+            tenant: None,
+            idempotency_key: None,
+            policy_token: None,
+            dry_run: false,
         }
     }
 
-    /// The same bounds the table's CHECKs enforce, with friendlier messages.
+    /// Sets the queue.
+    pub fn queue(mut self, queue: &str) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Sets the priority (lower runs first).
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Runs no earlier than `at`.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Sets the number of attempts.
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets the per-attempt time limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: &str) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the policy token of an action job.
+    pub fn policy_token(mut self, token: &str) -> Self {
+        self.policy_token = Some(token.into());
+        self
+    }
+
+    /// Makes it a dry run (validated, never executed).
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The same bounds the table's CHECKs enforce, with friendlier messages
+    /// (the shim answers them as 422).
     pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Invalid(m.into()));
         if !valid_name(&self.job_type) {
-            return Err(Error::Invalid(
-                "job type must match [a-z][a-z0-9_.-]{0,63}".into(),
-            ));
+            return bad("job_type must match [a-z][a-z0-9_.-]{0,63}");
         }
         if !valid_name(&self.queue) {
-            return Err(Error::Invalid(
-                "queue must match [a-z][a-z0-9_.-]{0,63}".into(),
-            ));
+            return bad("queue must match [a-z][a-z0-9_.-]{0,63}");
         }
         if !(-100..=100).contains(&self.priority) {
-            return Err(Error::Invalid(
-                "priority must be between -100 and 100".into(),
-            ));
+            return bad("priority must be between -100 and 100");
         }
         if !(1..=100).contains(&self.max_attempts) {
-            return Err(Error::Invalid(
-                "max_attempts must be between 1 and 100".into(),
-            ));
+            return bad("max_attempts must be between 1 and 100");
         }
         let size = serde_json::to_vec(&self.payload)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
         if size > MAX_PAYLOAD_BYTES {
             return Err(Error::Invalid(format!(
-                "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+                "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)"
             )));
         }
         if let Some(t) = self.timeout
-            && (t.is_zero() || t > std::time::Duration::from_secs(86_400))
+            && (t.is_zero() || t > MAX_TIMEOUT)
         {
-            return Err(Error::Invalid(
-                "timeout must be between 1 ms and 1 day".into(),
-            ));
+            return bad("timeout must be greater than 0 and at most 1 day");
+        }
+        if self.tenant.as_ref().is_some_and(|t| t.is_empty() || t.chars().count() > 200) {
+            return bad("tenant must be 1-200 characters");
+        }
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad("idempotency key must be 1-200 printable ASCII characters");
         }
         Ok(())
     }
+
+    fn params(&self) -> queries::InsertJobParams<'_> {
+        queries::InsertJobParams {
+            job_type: &self.job_type,
+            queue: &self.queue,
+            priority: self.priority,
+            payload: &self.payload,
+            max_attempts: self.max_attempts,
+            run_at: self.run_at,
+            timeout_secs: self.timeout.map(|d| d.as_secs_f64()),
+            tenant: self.tenant.as_deref(),
+            idempotency_key: self.idempotency_key.as_deref(),
+            policy_token: self.policy_token.as_deref(),
+            dry_run: self.dry_run,
+        }
+    }
 }
 
-pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Uuid> {
+/// Longest per-attempt timeout a job may ask for (also a CHECK).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// What [`insert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Inserted {
+    /// The job's id: the new row's, or, for a repeated idempotency key, the
+    /// first request's.
+    pub id: Uuid,
+    /// Its status now (`queued` for a new row).
+    pub status: String,
+    /// False when the idempotency key replayed an earlier job.
+    pub created: bool,
+}
+
+/// Enqueues `job`. Pass a [`tokio_postgres::Transaction`] to enqueue
+/// atomically with your own writes: the job becomes visible to workers at
+/// commit, the insert trigger's NOTIFY is delivered at commit, and a rollback
+/// leaves no job.
+///
+/// With an idempotency key its tenant already used, no row is created: the
+/// first job comes back with `created: false`, or [`Error::Conflict`] when
+/// that job was for another type, queue or payload.
+pub async fn insert(client: &impl GenericClient, job: &NewJob) -> Result<Inserted> {
     job.validate()?;
-    let timeout = job.timeout.map(|d| d.as_secs_f64());
-    let row = client
-        .query_one(
-            include_str!("../sql/queries/enqueue.sql"),
-            &[
-                &job.job_type,
-                &job.queue,
-                &job.priority,
-                &job.payload,
-                &job.max_attempts,
-                &job.run_at,
-                &timeout,
-            ],
-        )
-        .await?;
-    Ok(row.get(0))
+    if let Some(row) = queries::insert_job(client, &job.params()).await? {
+        return Ok(Inserted {
+            id: row.id,
+            status: row.status,
+            created: true,
+        });
+    }
+    let key = job.idempotency_key.as_deref().unwrap_or_default();
+    let tenant = job.tenant.as_deref().unwrap_or_default();
+    let earlier =
+        queries::find_idempotent(client, tenant, key, &job.job_type, &job.queue, &job.payload)
+            .await?
+            // Deleted between the conflict and the read: a retry inserts anew.
+            .ok_or_else(|| Error::Conflict("Idempotency-Key conflict; retry".into()))?;
+    if !earlier.same_request {
+        return Err(Error::Conflict(
+            "Idempotency-Key was already used for a different request".into(),
+        ));
+    }
+    Ok(Inserted {
+        id: earlier.id,
+        status: earlier.status,
+        created: false,
+    })
+}
+
+/// Enqueues many jobs in one statement (one NOTIFY), each validated first.
+/// Jobs whose idempotency key their tenant already used are skipped; the ids
+/// of the rows created come back. Like [`insert`], it joins the caller's
+/// transaction when given one.
+pub async fn insert_many(client: &impl GenericClient, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+    for j in jobs {
+        j.validate()?;
+    }
+    let params: Vec<_> = jobs.iter().map(NewJob::params).collect();
+    queries::insert_jobs(client, &params).await
+}
+
+/// The old name of [`insert`] for operator jobs: the new job's id.
+pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Uuid> {
+    Ok(insert(client, job).await?.id)
+}
+
+/// A request to cancel one job ([`cancel`]).
+#[derive(Debug, Clone)]
+pub struct CancelRequest<'a> {
+    /// The job.
+    pub id: Uuid,
+    /// Recorded with the job and in the audit log.
+    pub reason: Option<&'a str>,
+    /// Who asks, for the audit log.
+    pub actor: &'a str,
+    /// Only a job of this tenant; `None` for operators (any tenant).
+    pub tenant: Option<&'a str>,
+    /// Where the request came from: `cli`, `api`, …
+    pub via: &'a str,
 }
 
 /// Requests cancellation: a queued job is cancelled at once, a running one is
 /// stopped by its worker. Returns the status afterwards, or `None` when there
 /// is no such unfinished job (of `tenant`, when given). Audited as
-/// `job.cancel`, with `via` saying where the request came from.
-pub async fn cancel(
-    client: &impl GenericClient,
-    id: Uuid,
-    reason: Option<&str>,
-    actor: &str,
-    tenant: Option<&str>,
-    via: &str,
-) -> Result<Option<String>> {
-    let reason = reason.map(bound_error);
-    let actor: String = actor.chars().take(200).collect();
-    let row = client
-        .query_opt(
-            include_str!("../sql/queries/cancel_job.sql"),
-            &[&id, &reason, &actor, &tenant, &via],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+/// `job.cancel`.
+pub async fn cancel(client: &impl GenericClient, req: &CancelRequest<'_>) -> Result<Option<String>> {
+    let reason = req.reason.map(bound_error);
+    let actor: String = req.actor.chars().take(200).collect();
+    queries::cancel_job(
+        client,
+        &queries::CancelJobParams {
+            id: req.id,
+            reason: reason.as_deref(),
+            actor: &actor,
+            tenant: req.tenant,
+            via: req.via,
+        },
+    )
+    .await
 }
 
 /// Re-queues a failed or cancelled job with its attempts reset. False when
@@ -165,13 +395,7 @@ pub async fn retry(
 ) -> Result<bool> {
     let reason = reason.map(bound_error);
     let actor: String = actor.chars().take(200).collect();
-    let row = client
-        .query_opt(
-            include_str!("../sql/queries/retry_job.sql"),
-            &[&id, &reason, &actor],
-        )
-        .await?;
-    Ok(row.is_some())
+    queries::retry_job(client, id, reason.as_deref(), &actor).await
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,23 +436,18 @@ pub struct JobDetail {
     pub events: Vec<JobEvent>,
 }
 
-const SUMMARY_COLUMNS: &str =
-    "id, job_type, queue, status::text, attempt, max_attempts, created_at, finished_at";
-
-fn summary(row: &tokio_postgres::Row) -> JobSummary {
-    JobSummary {
-        id: row.get(0),
-        job_type: row.get(1),
-        queue: row.get(2),
-        status: row.get(3),
-        attempt: row.get(4),
-        max_attempts: row.get(5),
-        created_at: row.get(6),
-        finished_at: row.get(7),
-    }
+fn summary(row: &tokio_postgres::Row) -> Result<JobSummary> {
+    Ok(JobSummary {
+        id: row.try_get("id")?,
+        job_type: row.try_get("job_type")?,
+        queue: row.try_get("queue")?,
+        status: row.try_get("status")?,
+        attempt: row.try_get("attempt")?,
+        max_attempts: row.try_get("max_attempts")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
 }
-
-pub const STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "cancelled"];
 
 /// Newest first. `limit` is clamped to 1..=200.
 pub async fn list(
@@ -237,62 +456,43 @@ pub async fn list(
     job_type: Option<&str>,
     limit: i64,
 ) -> Result<Vec<JobSummary>> {
-    if let Some(s) = status
-        && !STATUSES.contains(&s)
-    {
-        return Err(Error::Invalid(format!(
-            "status must be one of {}",
-            STATUSES.join(", ")
-        )));
+    if let Some(s) = status {
+        s.parse::<JobStatus>()?;
     }
-    let limit = limit.clamp(1, 200);
-    let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM ops_jobs
-         WHERE ($1::text IS NULL OR status = $1::text::ops_job_status)
-           AND ($2::text IS NULL OR job_type = $2)
-         ORDER BY created_at DESC LIMIT $3"
-    );
-    let rows = client.query(&sql, &[&status, &job_type, &limit]).await?;
-    Ok(rows.iter().map(summary).collect())
+    let rows = queries::list_jobs(client, status, job_type, limit.clamp(1, 200)).await?;
+    rows.iter().map(summary).collect()
 }
 
+/// One job with its transition trail; `None` when there is no such job.
 pub async fn show(client: &impl GenericClient, id: Uuid) -> Result<Option<JobDetail>> {
-    let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, priority, payload, result, error, run_at, cancel_requested,
-                lease_owner, started_at, updated_at
-         FROM ops_jobs WHERE id = $1"
-    );
-    let Some(row) = client.query_opt(&sql, &[&id]).await? else {
+    let Some(row) = queries::show_job(client, id).await? else {
         return Ok(None);
     };
-    let events = client
-        .query(
-            "SELECT from_status::text, to_status::text, attempt, worker, detail, at
-             FROM ops_job_events WHERE job_id = $1 ORDER BY id",
-            &[&id],
-        )
+    let events = queries::job_events(client, id)
         .await?
         .iter()
-        .map(|r| JobEvent {
-            from_status: r.get(0),
-            to_status: r.get(1),
-            attempt: r.get(2),
-            worker: r.get(3),
-            detail: r.get(4),
-            at: r.get(5),
+        .map(|r| {
+            Ok(JobEvent {
+                from_status: r.try_get("from_status")?,
+                to_status: r.try_get("to_status")?,
+                attempt: r.try_get("attempt")?,
+                worker: r.try_get("worker")?,
+                detail: r.try_get("detail")?,
+                at: r.try_get("at")?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(JobDetail {
-        summary: summary(&row),
-        priority: row.get(8),
-        payload: row.get(9),
-        result: row.get(10),
-        error: row.get(11),
-        run_at: row.get(12),
-        cancel_requested: row.get(13),
-        lease_owner: row.get(14),
-        started_at: row.get(15),
-        updated_at: row.get(16),
+        summary: summary(&row)?,
+        priority: row.try_get("priority")?,
+        payload: row.try_get("payload")?,
+        result: row.try_get("result")?,
+        error: row.try_get("error")?,
+        run_at: row.try_get("run_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        lease_owner: row.try_get("lease_owner")?,
+        started_at: row.try_get("started_at")?,
+        updated_at: row.try_get("updated_at")?,
         events,
     }))
 }

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::db::queries;
 use crate::error::{Error, Result};
 
 pub const SCOPES: &[&str] = &["jobs:read", "jobs:write", "jobs:cancel"];
@@ -82,22 +83,19 @@ pub async fn create(
     created_by: &str,
 ) -> Result<(Uuid, String)> {
     let key = generate();
-    let row = client
-        .query_one(
-            "INSERT INTO ops_api_keys (name, key_hash, key_prefix, scopes, tenant_id, expires_at, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            &[
-                &name,
-                &hash(&key).as_slice(),
-                &&key[..SHOWN_PREFIX],
-                &scopes,
-                &tenant,
-                &expires_at,
-                &created_by,
-            ],
-        )
-        .await?;
-    let id: Uuid = row.try_get(0)?;
+    let id = queries::key_create(
+        client,
+        &queries::KeyCreateParams {
+            name,
+            hash: hash(&key).as_slice(),
+            prefix: &key[..SHOWN_PREFIX],
+            scopes,
+            tenant,
+            expires_at,
+            created_by,
+        },
+    )
+    .await?;
     crate::audit::record(
         client,
         created_by,
@@ -111,13 +109,7 @@ pub async fn create(
 }
 
 pub async fn list(client: &impl GenericClient) -> Result<Vec<KeyInfo>> {
-    let rows = client
-        .query(
-            "SELECT id, name, key_prefix, scopes, tenant_id, created_at, created_by, expires_at, revoked_at
-             FROM ops_api_keys ORDER BY created_at",
-            &[],
-        )
-        .await?;
+    let rows = queries::key_list(client).await?;
     rows.iter()
         .map(|r| {
             Ok(KeyInfo {
@@ -138,17 +130,9 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<KeyInfo>> {
 /// Revokes a key at once (the shim looks keys up per request). False when
 /// no such unrevoked key exists. Audited.
 pub async fn revoke(client: &impl GenericClient, id: Uuid, by: &str) -> Result<bool> {
-    let row = client
-        .query_opt(
-            "UPDATE ops_api_keys SET revoked_at = now()
-             WHERE id = $1 AND revoked_at IS NULL RETURNING tenant_id",
-            &[&id],
-        )
-        .await?;
-    let Some(row) = row else {
+    let Some(tenant) = queries::key_revoke(client, id).await? else {
         return Ok(false);
     };
-    let tenant: String = row.try_get(0)?;
     crate::audit::record(
         client,
         by,
@@ -177,12 +161,7 @@ pub async fn lookup(client: &impl GenericClient, key: &str) -> Result<Option<Sto
     if !key.starts_with(KEY_PREFIX) || key.len() > 128 {
         return Ok(None);
     }
-    let row = client
-        .query_opt(
-            include_str!("../sql/queries/key_lookup.sql"),
-            &[&hash(key).as_slice()],
-        )
-        .await?;
+    let row = queries::key_lookup(client, hash(key).as_slice()).await?;
     row.map(|r| {
         Ok(StoredKey {
             id: r.try_get("id")?,

@@ -5,37 +5,78 @@
 //! (when its feature flag is on) and writes a bounded result. PostgreSQL is
 //! the only coordination point between any number of daemons.
 //!
-//! Embedding: build a [`handlers::Registry`], register async handlers, and
-//! run a [`worker::Worker`] until a `CancellationToken` is cancelled.
+//! # Embed a worker with typed handlers
+//!
+//! Register handlers in a [`Registry`], typed with [`JobArgs`] or untyped,
+//! and run a [`Worker`] until a `CancellationToken` is cancelled
+//! (`examples/embed.rs`):
+//!
+//! ```no_run
+//! use opsrunner::{JobArgs, Registry, ResultExt, Worker};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Resize { image: String, width: u32 }
+//!
+//! impl JobArgs for Resize {
+//!     const KIND: &'static str = "resize";
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = Registry::with_builtins();
+//! registry.register_args(|job: Resize, _ctx| async move {
+//!     let width = u16::try_from(job.width).permanent()?;
+//!     Ok(serde_json::json!({ "image": job.image, "width": width }))
+//! });
+//! let config = opsrunner::config::Config::load(None)?;
+//! let worker = Worker::new(&config, registry)?;
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! worker.run(stop).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Enqueue in your own transaction
+//!
+//! [`jobs::insert`] takes any client, so a job can be committed (or rolled
+//! back) together with the application's own writes
+//! (`examples/enqueue_in_tx.rs`):
+//!
+//! ```no_run
+//! use opsrunner::NewJob;
+//!
+//! # async fn demo(client: &mut tokio_postgres::Client) -> opsrunner::Result<()> {
+//! let tx = client.transaction().await?;
+//! tx.execute("INSERT INTO orders (id) VALUES (42)", &[]).await?;
+//! let job = NewJob::new("sleep", serde_json::json!({ "ms": 250 })).idempotency_key("order-42");
+//! opsrunner::jobs::insert(&tx, &job).await?;
+//! tx.commit().await?; // the job is visible, and a worker woken, from here on
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! `worker` is the daemon's services, `api` the HTTP shim, `cli` the
+//! commands, `config` the settings, `db` the pools and every SQL statement
+//! (`db::queries`), `handlers` the job handlers, `testing` test support.
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod audit;
-pub mod backoff;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod dev;
 pub mod error;
 pub mod flags;
 pub mod handlers;
 pub mod jobs;
 pub mod keys;
-pub mod logging;
-pub mod maintenance;
 pub mod metrics;
-pub mod migrate;
-pub mod pgtemp;
 pub mod policy;
 pub mod systemd;
+pub mod testing;
 pub mod worker;
 
-mod completer;
-mod executor;
-mod heartbeat;
-mod listener;
-mod producer;
-
 pub use error::{Error, Result};
-pub use handlers::{Handler, HandlerError, JobContext, Registry};
-pub use worker::{Stats, Worker};
+pub use handlers::{Handler, HandlerError, JobArgs, JobContext, Registry, ResultExt};
+pub use jobs::NewJob;
+pub use worker::{Reloader, Stats, Worker};

@@ -164,11 +164,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Reads `OPS_POLICY_SECRET` or the file named by `OPS_POLICY_SECRET_FILE`.
-pub fn secret_from_env() -> Result<Option<Secret>> {
-    crate::config::secret_from_env(SECRET_VAR).map(|o| o.map(|s| Secret::new(s.into_bytes())))
-}
-
 /// A token as read from a job row. Debug never shows it.
 #[derive(Clone)]
 pub struct Token(pub String);
@@ -208,10 +203,6 @@ impl Policy {
             }
         }
         Ok(Self { config, secret })
-    }
-
-    pub fn from_env(config: PolicyConfig) -> Result<Self> {
-        Self::new(config, secret_from_env()?)
     }
 
     /// No action types, no tokens.

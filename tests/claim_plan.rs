@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-const CLAIM: &str = include_str!("../sql/queries/claim.sql");
+const CLAIM: &str = include_str!("../sql/queries/worker/claim.sql");
 
 /// Every plan node's (type, relation or index, actual rows, rows removed).
 fn nodes(plan: &Value, out: &mut Vec<(String, String, f64, f64)>) {

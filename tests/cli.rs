@@ -100,7 +100,7 @@ async fn migrate_twice_is_a_no_op() {
     let env = [("DATABASE_URL", db.url.as_str())];
     let first = opsrunner(&["migrate"], &env);
     assert!(first.status.success(), "{}", text(&first));
-    let all: Vec<i32> = (1..=opsrunner::migrate::latest_version()).collect();
+    let all: Vec<i32> = (1..=opsrunner::db::migrate::latest_version()).collect();
     assert!(
         text(&first).contains(&format!("applied migrations {all:?}")),
         "{}",

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use opsrunner::Registry;
 use opsrunner::handlers::exec::ExecConfig;
 use serde_json::json;
 use uuid::Uuid;
@@ -90,7 +89,7 @@ async fn exec_passes_the_payload_on_stdin_in_a_clean_environment_and_stores_stdo
         sh("big", "head -c 200000 /dev/zero | tr '\\0' x"),
     ];
     let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
-    let w = start_worker(&cfg, Registry::from_settings(&settings).unwrap()).await;
+    let w = start_worker(&cfg, settings.registry().unwrap()).await;
 
     let echo = insert(&c, "echo", json!({"a": [1, 2, {"b": "c"}]}), "").await;
     let env = insert(&c, "env", json!({}), "").await;
@@ -131,7 +130,7 @@ async fn exec_failures_keep_the_stderr_tail_and_exit_65_is_not_retried() {
         sh("baddata", "echo 'payload lacks host' >&2; exit 65"),
     ];
     let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
-    let w = start_worker(&cfg, Registry::from_settings(&settings).unwrap()).await;
+    let w = start_worker(&cfg, settings.registry().unwrap()).await;
     let flaky: Uuid = c
         .query_one(
             "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('flaky', 2) RETURNING id",
@@ -203,13 +202,13 @@ async fn exec_timeout_and_cancel_kill_the_whole_process_group() {
     let mut settings = fast_settings();
     settings.exec = vec![tree("slowcancel", &dir), tree("slowtimeout", &dir)];
     let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
-    let w = start_worker(&cfg, Registry::from_settings(&settings).unwrap()).await;
+    let w = start_worker(&cfg, settings.registry().unwrap()).await;
 
     let timed = insert(&c, "slowtimeout", json!({}), "1 second").await;
     let cancelled = insert(&c, "slowcancel", json!({}), "").await;
     let (timed_sh, timed_child) = pids(&dir, "slowtimeout").await;
     let (cancel_sh, cancel_child) = pids(&dir, "slowcancel").await;
-    opsrunner::jobs::cancel(&c, cancelled, Some("test"), "tests", None, "cli")
+    opsrunner::jobs::cancel(&c, &opsrunner::jobs::CancelRequest { id: cancelled, reason: Some("test"), actor: "tests", tenant: None, via: "cli" })
         .await
         .unwrap();
 

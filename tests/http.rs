@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use opsrunner::Registry;
 use opsrunner::handlers::http::HttpConfig;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -186,7 +185,7 @@ async fn webhooks_are_signed_retried_on_5xx_and_refused_by_the_ssrf_guard() {
             &secret,
         ),
     ];
-    let registry = Registry::from_settings(&settings).unwrap();
+    let registry = settings.registry().unwrap();
     let cfg = opsrunner::config::Config::with_url(settings, db.db_url()).unwrap();
     let w = start_worker(&cfg, registry).await;
     let ids: Vec<Uuid> = {
@@ -268,7 +267,7 @@ fn a_short_or_missing_webhook_secret_fails_at_start_up_without_showing_it() {
     std::fs::write(&short, "tiny-secret").unwrap();
     let mut s = fast_settings();
     s.http = vec![hook("hook", "https://example.com/x".into(), &[], &short)];
-    let e = Registry::from_settings(&s)
+    let e = s.registry()
         .expect_err("refused")
         .to_string();
     assert!(
@@ -278,7 +277,7 @@ fn a_short_or_missing_webhook_secret_fails_at_start_up_without_showing_it() {
     assert!(!e.contains("tiny-secret"), "{e}");
     s.http[0].secret_file = None;
     s.http[0].secret_env = Some("OPSRUNNER_TEST_UNSET_SECRET_VAR".into());
-    let e = Registry::from_settings(&s)
+    let e = s.registry()
         .expect_err("refused")
         .to_string();
     assert!(e.contains("OPSRUNNER_TEST_UNSET_SECRET_VAR"), "{e}");

@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// so that the battery never depends on, or disturbs, a shared server.
 struct OwnDb {
     db: std::mem::ManuallyDrop<TestDb>,
-    cluster: std::sync::Arc<opsrunner::pgtemp::TempCluster>,
+    cluster: std::sync::Arc<opsrunner::testing::TempCluster>,
 }
 
 impl std::ops::Deref for OwnDb {
@@ -27,7 +27,7 @@ impl std::ops::Deref for OwnDb {
 }
 
 async fn own_db() -> OwnDb {
-    let cluster = tokio::task::spawn_blocking(opsrunner::pgtemp::TempCluster::start)
+    let cluster = tokio::task::spawn_blocking(opsrunner::testing::TempCluster::start)
         .await
         .unwrap()
         .expect("throwaway cluster");
@@ -44,7 +44,7 @@ async fn own_db() -> OwnDb {
         name,
     });
     let mut c = db.client().await;
-    opsrunner::migrate::migrate(&mut c).await.unwrap();
+    opsrunner::db::migrate::migrate(&mut c).await.unwrap();
     OwnDb {
         db,
         cluster: std::sync::Arc::new(cluster),

@@ -296,7 +296,7 @@ async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_res
     let id = insert_job(&c, "noop", json!({})).await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // three poll intervals
     assert_eq!(status(&c, id).await, "queued");
-    opsrunner::flags::set(&c, "noop", false, Some("explicitly off"), "tests", false)
+    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "noop", enabled: false, reason: Some("explicitly off"), by: "tests", cancel_running: false })
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -312,7 +312,7 @@ async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_res
         ("queued".into(), 0)
     );
 
-    opsrunner::flags::set(&c, "noop", true, Some("go"), "tests", false)
+    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "noop", enabled: true, reason: Some("go"), by: "tests", cancel_running: false })
         .await
         .unwrap();
     wait_status(&c, id, "succeeded", Duration::from_secs(5)).await;

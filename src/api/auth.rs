@@ -5,14 +5,69 @@
 //! hash. Every failure answers 401 (or 403 for a missing scope), is logged at
 //! WARN and audited, always without the presented value.
 
-use std::net::IpAddr;
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use uuid::Uuid;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, SharedState};
 
+/// The header that carries the key.
 pub const HEADER: &str = "x-ops-key";
+
+/// A scope a route needs, as a type: `Authed<JobsWrite>`.
+pub trait Scope: Send + Sync + 'static {
+    /// The scope's name as keys carry it.
+    const NAME: &'static str;
+}
+
+/// `jobs:read`: list and get.
+pub struct JobsRead;
+/// `jobs:write`: create.
+pub struct JobsWrite;
+/// `jobs:cancel`: cancel.
+pub struct JobsCancel;
+
+impl Scope for JobsRead {
+    const NAME: &'static str = "jobs:read";
+}
+impl Scope for JobsWrite {
+    const NAME: &'static str = "jobs:write";
+}
+impl Scope for JobsCancel {
+    const NAME: &'static str = "jobs:cancel";
+}
+
+/// An authenticated caller holding scope `S`, as an axum extractor: a
+/// handler that takes `Authed(who): Authed<JobsWrite>` runs only for a valid
+/// key with that scope, within its rate limit. The route (for the audit log)
+/// comes from `MatchedPath`, the client address from `ConnectInfo`.
+pub struct Authed<S: Scope>(pub Principal, pub PhantomData<S>);
+
+impl<S: Scope> FromRequestParts<SharedState> for Authed<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "unmatched".into());
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let who = authenticate(state, &parts.headers, ip, &route, S::NAME).await?;
+        Ok(Authed(who, PhantomData))
+    }
+}
 
 /// Who a request acts as.
 #[derive(Debug, Clone)]
@@ -21,7 +76,9 @@ pub struct Principal {
     pub key_id: Option<Uuid>,
     /// For the audit log: `key:<name>` or `master`.
     pub actor: String,
+    /// The tenant whose jobs it sees and creates.
     pub tenant: String,
+    /// What it may do.
     pub scopes: Vec<String>,
 }
 
@@ -34,11 +91,11 @@ impl Principal {
 }
 
 /// Authenticates the request and checks `scope`, then the per-key rate limit.
-pub(crate) async fn authenticate(
+async fn authenticate(
     state: &ApiState,
     headers: &HeaderMap,
     ip: IpAddr,
-    route: &'static str,
+    route: &str,
     scope: &'static str,
 ) -> Result<Principal, ApiError> {
     let presented = headers
@@ -103,7 +160,7 @@ async fn fail(
     reason: &'static str,
     tenant: Option<&str>,
     ip: IpAddr,
-    route: &'static str,
+    route: &str,
 ) -> ApiError {
     audit_failure(state, reason, "anonymous", tenant, ip, route).await;
     ApiError::unauthorized()
@@ -115,7 +172,7 @@ async fn audit_failure(
     actor: &str,
     tenant: Option<&str>,
     ip: IpAddr,
-    route: &'static str,
+    route: &str,
 ) {
     metrics::counter!("opsrunner_api_auth_failures_total", "reason" => reason).increment(1);
     tracing::warn!(reason, %ip, route, actor, "authentication failed");

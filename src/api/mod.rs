@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,11 +25,13 @@ use crate::handlers::Registry;
 use crate::policy::Policy;
 
 pub mod auth;
+mod error;
 pub mod jobs;
 pub mod openapi;
 mod ratelimit;
 
 pub use auth::Principal;
+pub use error::ApiError;
 
 /// Every route the shim serves, for the OpenAPI sync test.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -41,33 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
 ];
 
-/// Where the deployment is, from `APP_ENV`: production requires the master
-/// key `OPS_API_KEY`; development makes it optional.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppEnv {
-    Development,
-    Production,
-}
-
-impl AppEnv {
-    /// Unset, `prod` or `production` is production; `dev` or `development`
-    /// is development; anything else is a start-up error.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("APP_ENV") {
-            Err(std::env::VarError::NotPresent) => Ok(Self::Production),
-            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" | "prod" | "production" => Ok(Self::Production),
-                "dev" | "development" => Ok(Self::Development),
-                _ => Err(Error::Config(
-                    "APP_ENV must be one of dev, development, prod, production (or unset, \
-                     which means production)"
-                        .into(),
-                )),
-            },
-            Err(_) => Err(Error::Config("APP_ENV is not valid UTF-8".into())),
-        }
-    }
-}
+pub use crate::config::AppEnv;
 
 /// The master key, hashed, so that comparisons are constant-time and the key
 /// itself is not kept in memory longer than start-up.
@@ -87,7 +63,7 @@ pub const MIN_MASTER_KEY_LEN: usize = 32;
 /// rule. Errors name the variable, never the value.
 pub fn master_key_from_env(env: AppEnv) -> Result<Option<MasterKey>> {
     let var = crate::keys::MASTER_KEY_VAR;
-    let key = crate::config::secret_from_env(var)?;
+    let key = crate::config::env::api_key()?;
     match (env, key) {
         (AppEnv::Production, None) => Err(Error::Config(format!(
             "{var} (or {var}_FILE) must be set when APP_ENV is unset, prod or production; \
@@ -128,7 +104,7 @@ impl ApiState {
         let pool = crate::db::pool(
             &config.database_url,
             &config.settings.db,
-            "opsrunner-api",
+            crate::db::API_APPLICATION_NAME,
             crate::db::Plans::Default,
         )?;
         Ok(Self {
@@ -145,90 +121,6 @@ impl ApiState {
     /// `api.job_types`.
     pub(crate) fn accepts(&self, job_type: &str) -> bool {
         self.registry.get(job_type).is_some() || self.cfg.job_types.iter().any(|t| t == job_type)
-    }
-}
-
-/// The JSON error every failure is answered with.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Invalid or missing X-Ops-Key")
-    }
-
-    pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "Job not found")
-    }
-
-    pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-    }
-
-    pub fn too_many(retry_after: Duration) -> Self {
-        Self {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: "Rate limit exceeded".into(),
-            retry_after: Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
-        }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        // The full error goes to the log (it holds no secret: database errors
-        // never carry the connection string); the client gets a fixed text.
-        match &e {
-            Error::Db(db) if db.code().is_some_and(|c| c.code() == "23514") => {
-                ApiError::unprocessable("Rejected by a database constraint")
-            }
-            Error::Invalid(msg) => ApiError::unprocessable(msg.clone()),
-            _ if crate::db::is_transient(&e) => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable")
-            }
-            _ => {
-                tracing::error!(error = %e, "request failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
-            }
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Error::Db(e).into()
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Error::from(e).into()
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = axum::Json(serde_json::json!({ "error": self.message }));
-        let mut resp = (self.status, body).into_response();
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
     }
 }
 
@@ -266,7 +158,7 @@ pub fn router(state: SharedState) -> Router {
 async fn readyz(State(state): State<SharedState>) -> Response {
     let check = async {
         let client = state.pool.get().await.map_err(Error::from)?;
-        crate::migrate::check_schema(&client).await
+        crate::db::migrate::check_schema(&client).await
     };
     match tokio::time::timeout(Duration::from_secs(3), check).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
@@ -325,7 +217,7 @@ async fn timeout_and_metrics(
 pub async fn serve(state: ApiState, stop: CancellationToken) -> Result<()> {
     {
         let client = state.pool.get().await.map_err(Error::from)?;
-        crate::migrate::check_schema(&client).await?;
+        crate::db::migrate::check_schema(&client).await?;
         warn_if_rls_bypassed(&client).await;
     }
     let addr: SocketAddr = state.cfg.listen.parse().map_err(|_| {
@@ -386,16 +278,8 @@ pub async fn serve_on(
 
 /// Row-level security does not bind superusers or BYPASSRLS roles; the
 /// shim's queries filter by tenant too, but say so loudly.
-async fn warn_if_rls_bypassed(client: &tokio_postgres::Client) {
-    let row = client
-        .query_opt(
-            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await;
-    if let Ok(Some(r)) = row
-        && r.try_get::<_, bool>(0).unwrap_or(false)
-    {
+pub async fn warn_if_rls_bypassed(client: &tokio_postgres::Client) {
+    if let Ok(Some(true)) = crate::db::queries::role_bypasses_rls(client).await {
         tracing::warn!(
             "the shim's database role bypasses row-level security; tenant isolation rests on \
              its query filters alone. Run it as a member of opsrunner_api (sql/roles/roles.sql)"

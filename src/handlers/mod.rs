@@ -1,57 +1,71 @@
-//! The handler registry and the built-in handlers.
+//! Handlers: what runs a job of each type.
 //!
 //! A handler receives the job's payload and a cancellation token and returns a
 //! JSON result or a [`HandlerError`]. Library users register native async
-//! handlers; the worker only claims job types that are registered *and* whose
-//! feature flag is on.
+//! handlers in a [`Registry`], untyped ([`Registry::register`]) or typed
+//! ([`Registry::register_args`] with a [`JobArgs`] payload); the worker only
+//! claims job types that are registered *and* whose feature flag is on.
+//!
+//! This module never reads the configuration: `config::Settings::registry`
+//! builds the registry of configured `exec` and `http` handlers.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod args;
 pub mod exec;
 pub mod http;
 pub mod noop;
+mod registry;
 pub mod sleep;
 pub mod ssrf;
 
-/// Job types whose handlers are built in.
-pub const BUILTINS: &[&str] = &["noop", "sleep"];
-
-/// A job type declared in the config file: a valid name that is not a built-in.
-fn check_configured_job_type(at: &str, job_type: &str) -> Result<(), String> {
-    if !crate::jobs::valid_name(job_type)
-        || BUILTINS.contains(&job_type)
-        || job_type == crate::flags::PAUSE_FLAG
-    {
-        return Err(format!(
-            "{at}.job_type must be a job type name other than a built-in"
-        ));
-    }
-    Ok(())
-}
+pub use args::JobArgs;
+pub use registry::{BUILTINS, Registry, check_configured_job_type};
 
 /// What a handler sees of its job.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct JobContext {
+    /// The job's id.
     pub id: Uuid,
+    /// Its type (the handler's registered name).
     pub job_type: String,
+    /// Its queue.
     pub queue: String,
     /// 1 on the first run.
     pub attempt: i32,
+    /// The attempt after which a retryable error fails the job.
     pub max_attempts: i32,
+    /// The payload as stored.
     pub payload: Value,
     /// Cancelled on cancel request, timeout, lost lease or forced shutdown.
     /// Handlers that can stop early should select on it.
     pub cancel: CancellationToken,
 }
 
+impl JobContext {
+    /// A context for calling a handler outside a worker (handler unit tests).
+    pub fn new(job_type: &str, payload: Value) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            job_type: job_type.into(),
+            queue: "default".into(),
+            attempt: 1,
+            max_attempts: 1,
+            payload,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// How a handler failed: whether another attempt could succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandlerError {
     /// Worth another attempt (network trouble, a busy dependency).
     #[error("{0}")]
@@ -61,14 +75,38 @@ pub enum HandlerError {
     Permanent(String),
 }
 
+/// Turns any `Result<T, E: Display>` into a handler result, so that a handler
+/// says with `?` whether an error is worth a retry:
+/// `client.get(url).await.retryable()?`, `parse(x).permanent()?`.
+pub trait ResultExt<T> {
+    /// The error is [`HandlerError::Retryable`].
+    fn retryable(self) -> Result<T, HandlerError>;
+    /// The error is [`HandlerError::Permanent`].
+    fn permanent(self) -> Result<T, HandlerError>;
+}
+
+impl<T, E: std::fmt::Display> ResultExt<T> for Result<T, E> {
+    fn retryable(self) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::Retryable(e.to_string()))
+    }
+
+    fn permanent(self) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::Permanent(e.to_string()))
+    }
+}
+
+/// What a handler returns: a JSON result (bounded to 10 KB when stored).
 pub type HandlerResult = Result<Value, HandlerError>;
+/// A boxed handler future.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
 
+/// Runs jobs of one type.
 pub trait Handler: Send + Sync + 'static {
+    /// Runs one attempt.
     fn run(&self, job: JobContext) -> HandlerFuture;
 
-    /// Checks a payload without side effects; used for dry runs. The default
-    /// accepts any payload.
+    /// Checks a payload without side effects; used for dry runs and by the
+    /// shim before it enqueues. The default accepts any payload.
     fn validate(&self, _payload: &Value) -> Result<(), HandlerError> {
         Ok(())
     }
@@ -76,7 +114,9 @@ pub trait Handler: Send + Sync + 'static {
 
 /// A handler from a run function and a payload check.
 pub struct Validated<R, V> {
+    /// Runs one attempt.
     pub run: R,
+    /// Checks a payload (dry runs, the shim).
     pub validate: V,
 }
 
@@ -106,88 +146,16 @@ where
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Registry {
-    handlers: HashMap<String, Arc<dyn Handler>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Registry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The built-ins that need no configuration: `noop` and `sleep`.
-    pub fn with_builtins() -> Self {
-        let mut r = Self::new();
-        r.register("noop", noop::handle);
-        r.register(
-            "sleep",
-            Validated {
-                run: sleep::handle,
-                validate: sleep::validate,
-            },
-        );
-        r
-    }
-
-    /// Registers (or replaces) the handler for `job_type`.
-    ///
-    /// # Panics
-    /// When `job_type` is not a valid job type name; that is a programming
-    /// error in the embedding program, caught at its start-up.
-    pub fn register(&mut self, job_type: &str, handler: impl Handler) -> &mut Self {
-        assert!(
-            job_type != crate::flags::PAUSE_FLAG,
-            "{job_type:?} is reserved for the global pause switch"
-        );
-        assert!(
-            crate::jobs::valid_name(job_type),
-            "job type {job_type:?} is not [a-z][a-z0-9_.-]{{0,63}}"
-        );
-        self.handlers
-            .insert(job_type.to_string(), Arc::new(handler));
-        self
-    }
-
-    /// The built-ins plus one handler per `[[exec]]` and `[[http]]` entry.
-    /// Fails (naming the entry) when a webhook's secret is missing or short.
-    pub fn from_settings(settings: &crate::config::Settings) -> crate::Result<Self> {
-        settings.validate()?;
-        let mut r = Self::with_builtins();
-        // Leave the executor's own grace room to see the process stop.
-        let kill_grace = settings.worker.cancel_grace / 2;
-        for cfg in &settings.exec {
-            let job_type = cfg.job_type.clone();
-            r.register(&job_type, exec::ExecHandler::new(cfg.clone(), kill_grace));
-        }
-        for (i, cfg) in settings.http.iter().enumerate() {
-            let handler = http::HttpHandler::new(cfg, i).map_err(crate::Error::Config)?;
-            r.register(&cfg.job_type, handler);
-        }
-        Ok(r)
-    }
-
-    pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
-        self.handlers.get(job_type).cloned()
-    }
-
-    pub fn job_types(&self) -> impl Iterator<Item = &str> {
-        self.handlers.keys().map(String::as_str)
-    }
-
-    pub fn sorted_job_types(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.handlers.keys().cloned().collect();
-        v.sort_unstable();
-        v
-    }
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut types: Vec<_> = self.job_types().collect();
-        types.sort_unstable();
-        f.debug_struct("Registry")
-            .field("job_types", &types)
-            .finish()
+    #[test]
+    fn result_ext_says_whether_to_retry() {
+        let e: Result<(), &str> = Err("busy");
+        assert_eq!(e.retryable(), Err(HandlerError::Retryable("busy".into())));
+        assert_eq!(e.permanent(), Err(HandlerError::Permanent("busy".into())));
+        let ok: Result<u8, &str> = Ok(1);
+        assert_eq!(ok.permanent(), Ok(1));
     }
 }

@@ -1,45 +1,45 @@
 //! `sleep`: waits `{"ms": N}` milliseconds, stopping early when cancelled.
+//! Its payload is a [`JobArgs`] type: the decode that runs it validates it.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{HandlerError, HandlerResult, JobContext};
+use super::args::decode;
+use super::{HandlerError, HandlerResult, JobArgs, JobContext};
 
 /// A day: anything longer is surely a mistake in the payload.
 const MAX_MS: u64 = 86_400_000;
 
-#[derive(Deserialize)]
+/// The `sleep` payload.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Payload {
-    ms: u64,
+pub struct Sleep {
+    /// How long to sleep, in milliseconds (at most a day).
+    pub ms: u64,
 }
 
-fn parse(payload: &Value) -> Result<Payload, HandlerError> {
-    // serde would also accept `[250]` for a struct; only an object is meant.
-    if !payload.is_object() {
-        return Err(HandlerError::Permanent(
-            "sleep expects a JSON object like {\"ms\": 250}".into(),
-        ));
+impl JobArgs for Sleep {
+    const KIND: &'static str = "sleep";
+    const EXAMPLE: &'static str = r#"{"ms": 250}"#;
+
+    fn check(&self) -> Result<(), String> {
+        if self.ms > MAX_MS {
+            return Err(format!("sleep ms must be at most {MAX_MS}"));
+        }
+        Ok(())
     }
-    let p: Payload = serde_json::from_value(payload.clone()).map_err(|e| {
-        HandlerError::Permanent(format!("sleep expects a payload like {{\"ms\": 250}}: {e}"))
-    })?;
-    if p.ms > MAX_MS {
-        return Err(HandlerError::Permanent(format!(
-            "sleep ms must be at most {MAX_MS}"
-        )));
-    }
-    Ok(p)
 }
 
+/// Checks a payload without sleeping (dry runs, the shim).
 pub fn validate(payload: &Value) -> Result<(), HandlerError> {
-    parse(payload).map(|_| ())
+    decode::<Sleep>(payload).map(|_| ())
 }
 
+/// Sleeps, or stops early (retryable) when the job is cancelled.
 pub async fn handle(job: JobContext) -> HandlerResult {
-    let p = parse(&job.payload)?;
+    let p = decode::<Sleep>(&job.payload)?;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(p.ms)) => Ok(json!({ "slept_ms": p.ms })),
         _ = job.cancel.cancelled() => Err(HandlerError::Retryable("sleep interrupted by cancellation".into())),
@@ -49,18 +49,9 @@ pub async fn handle(job: JobContext) -> HandlerResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::sync::CancellationToken;
 
     fn ctx(payload: serde_json::Value) -> JobContext {
-        JobContext {
-            id: uuid::Uuid::new_v4(),
-            job_type: "sleep".into(),
-            queue: "default".into(),
-            attempt: 1,
-            max_attempts: 1,
-            payload,
-            cancel: CancellationToken::new(),
-        }
+        JobContext::new("sleep", payload)
     }
 
     #[tokio::test]

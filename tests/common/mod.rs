@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opsrunner::config::{Config, DbUrl, Settings};
-use opsrunner::pgtemp::TempCluster;
+use opsrunner::testing::TempCluster;
 use opsrunner::{Registry, Stats, Worker};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
@@ -144,13 +144,13 @@ pub async fn fresh_db() -> TestDb {
 pub async fn migrated_db() -> TestDb {
     let db = fresh_db().await;
     let mut c = db.client().await;
-    opsrunner::migrate::migrate(&mut c).await.expect("migrate");
+    opsrunner::db::migrate::migrate(&mut c).await.expect("migrate");
     db
 }
 
 pub async fn enable(client: &tokio_postgres::Client, flags: &[&str]) {
     for f in flags {
-        opsrunner::flags::set(client, f, true, Some("test"), "tests", false)
+        opsrunner::flags::set(client, &opsrunner::flags::FlagChange { name: f, enabled: true, reason: Some("test"), by: "tests", cancel_running: false })
             .await
             .expect("enable flag");
     }

@@ -1,1 +1,0 @@
-SELECT name FROM ops_feature_flags WHERE enabled

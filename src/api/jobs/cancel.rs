@@ -1,0 +1,75 @@
+//! `POST /api/ops/jobs/{id}/cancel`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use uuid::Uuid;
+
+use super::parse::describe_json_error;
+use super::{CancelJob, ErrorBody, JobAccepted, tenant_tx};
+use crate::api::auth::{Authed, JobsCancel};
+use crate::api::{ApiError, SharedState};
+use crate::db::queries;
+use crate::jobs::CancelRequest;
+
+/// Request cancellation. A queued job is cancelled at once; a running one is
+/// stopped by its worker if its handler can stop (otherwise this is intent).
+#[utoipa::path(
+    post, path = "/api/ops/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    request_body(content = Option<CancelJob>, description = "Optional reason"),
+    responses(
+        (status = 200, description = "Cancellation intent recorded", body = JobAccepted),
+        (status = 401, description = "Invalid or missing X-Ops-Key", body = ErrorBody),
+        (status = 403, description = "Missing jobs:cancel scope", body = ErrorBody),
+        (status = 404, description = "No such job for this tenant", body = ErrorBody),
+        (status = 409, description = "The job already finished", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ),
+    security(("ops_key" = []))
+)]
+pub async fn cancel(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    Authed(who, _): Authed<JobsCancel>,
+    body: Body,
+) -> Result<Json<JobAccepted>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+    let bytes = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
+    let req: CancelJob = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CancelJob::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| describe_json_error(&e))?
+    };
+    let mut client = state.pool.get().await?;
+    let tx = tenant_tx(&mut client, &who.tenant).await?;
+    let request = CancelRequest {
+        id,
+        reason: req.reason.as_deref(),
+        actor: &who.actor,
+        tenant: Some(&who.tenant),
+        via: "api",
+    };
+    let cancelled = crate::jobs::cancel(&*tx, &request).await?;
+    let status = match cancelled {
+        Some(s) => s,
+        None => {
+            let exists = queries::job_exists(&*tx, id, &who.tenant).await?;
+            tx.commit().await?;
+            return Err(match exists.then_some(()) {
+                Some(()) => ApiError::new(StatusCode::CONFLICT, "Job already finished"),
+                None => ApiError::not_found(),
+            });
+        }
+    };
+    tx.commit().await?;
+    Ok(Json(JobAccepted {
+        job_id: Some(id),
+        status,
+        message: "Cancellation intent recorded".into(),
+    }))
+}
+

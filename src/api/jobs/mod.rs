@@ -1,0 +1,149 @@
+//! The job routes: create (with idempotency, dry runs and policy tokens),
+//! list, get and cancel, all bound to the caller's tenant: each query filters
+//! by tenant and runs in a transaction with `SET LOCAL app.tenant_id`, so
+//! row-level security enforces the same boundary in the database.
+//!
+//! This file holds the wire types; `parse.rs` the request parsing and bounds,
+//! `create.rs`, `read.rs` and `cancel.rs` the routes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::ApiError;
+
+mod cancel;
+mod create;
+mod parse;
+mod read;
+
+pub use cancel::*;
+pub use create::*;
+pub use parse::{MAX_PAYLOAD_DEPTH, check_payload, depth, parse_create};
+pub use read::*;
+
+/// Default page size of `GET /api/ops/jobs`.
+pub const LIST_DEFAULT: i64 = 50;
+/// Largest page size of `GET /api/ops/jobs`.
+pub const LIST_MAX: i64 = 200;
+
+/// A job to enqueue. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// A job type with a handler (and, to run, its feature flag on).
+    #[schema(example = "noop")]
+    pub job_type: String,
+    /// Handed to the handler. At most 1 MiB serialized and 10 levels deep.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Defaults to `default`.
+    pub queue: Option<String>,
+    /// Lower runs first, -100..=100; defaults to 0.
+    pub priority: Option<i16>,
+    /// 1..=100; defaults to 3.
+    pub max_attempts: Option<i32>,
+    /// Run no earlier than this (RFC 3339).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Per-attempt time limit in seconds (up to one day); defaults to the
+    /// worker's.
+    pub timeout_seconds: Option<f64>,
+    /// Validate, check the policy token and audit, but create no job.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Required for action job types: a token from `opsrunner token sign`.
+    pub policy_token: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// The answer to create and cancel: only these three fields, ever.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobAccepted {
+    /// `null` for a dry run.
+    pub job_id: Option<Uuid>,
+    pub status: String,
+    pub message: String,
+}
+
+/// A job as the shim shows it (never its policy token).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub job_type: String,
+    pub queue: String,
+    /// queued, running, succeeded, failed or cancelled.
+    pub status: String,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub dry_run: bool,
+    pub cancel_requested: bool,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// At most 500 characters.
+    pub error: Option<String>,
+    /// Only on GET /api/ops/jobs/{id}.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    /// At most 10 KB; only on GET /api/ops/jobs/{id}.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJob {
+    /// Recorded with the job and in the audit log (at most 500 characters).
+    pub reason: Option<String>,
+}
+
+fn view(r: &tokio_postgres::Row, detail: bool) -> Result<JobView, tokio_postgres::Error> {
+    Ok(JobView {
+        id: r.try_get("id")?,
+        job_type: r.try_get("job_type")?,
+        queue: r.try_get("queue")?,
+        status: r.try_get("status")?,
+        priority: r.try_get("priority")?,
+        attempt: r.try_get("attempt")?,
+        max_attempts: r.try_get("max_attempts")?,
+        dry_run: r.try_get("dry_run")?,
+        cancel_requested: r.try_get("cancel_requested")?,
+        run_at: r.try_get("run_at")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        error: r.try_get("error")?,
+        payload: if detail { r.try_get("payload")? } else { None },
+        result: if detail { r.try_get("result")? } else { None },
+    })
+}
+
+/// Opens a transaction bound to `tenant` for row-level security.
+async fn tenant_tx<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    tenant: &str,
+) -> Result<deadpool_postgres::Transaction<'a>, ApiError> {
+    let tx = client.transaction().await?;
+    crate::db::queries::set_tenant(&*tx, tenant).await?;
+    Ok(tx)
+}

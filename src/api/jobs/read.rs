@@ -1,0 +1,95 @@
+//! `GET /api/ops/jobs` and `GET /api/ops/jobs/{id}`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use uuid::Uuid;
+
+use super::{ErrorBody, JobList, JobView, LIST_DEFAULT, LIST_MAX, tenant_tx, view};
+use crate::api::auth::{Authed, JobsRead};
+use crate::api::{ApiError, SharedState};
+use crate::db::queries;
+
+/// List the tenant's jobs, newest first.
+#[utoipa::path(
+    get, path = "/api/ops/jobs", tag = "jobs",
+    params(
+        ("limit" = Option<i64>, Query, description = "Default 50, at most 200; below 1 or not a number means 50"),
+        ("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"),
+        ("job_type" = Option<String>, Query, description = "Only this job type"),
+    ),
+    responses(
+        (status = 200, description = "Jobs", body = JobList),
+        (status = 401, description = "Invalid or missing X-Ops-Key", body = ErrorBody),
+        (status = 403, description = "Missing jobs:read scope", body = ErrorBody),
+        (status = 422, description = "Unknown status", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ),
+    security(("ops_key" = []))
+)]
+pub async fn list(
+    State(state): State<SharedState>,
+    Query(q): Query<HashMap<String, String>>,
+    Authed(who, _): Authed<JobsRead>,
+) -> Result<Json<JobList>, ApiError> {
+    let limit = list_limit(q.get("limit").map(String::as_str));
+    let status = q
+        .get("status")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    if let Some(s) = status {
+        s.parse::<crate::jobs::JobStatus>()?;
+    }
+    let job_type = q
+        .get("job_type")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    let mut client = state.pool.get().await?;
+    let tx = tenant_tx(&mut client, &who.tenant).await?;
+    let rows = queries::api_list_jobs(&*tx, &who.tenant, status, job_type, limit).await?;
+    tx.commit().await?;
+    let jobs = rows
+        .iter()
+        .map(|r| view(r, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(JobList { jobs }))
+}
+
+/// `limit`: default 50, capped at 200, and 50 for anything below 1 or not a
+/// number.
+pub fn list_limit(raw: Option<&str>) -> i64 {
+    match raw.and_then(|s| s.trim().parse::<i64>().ok()) {
+        Some(n) if n >= 1 => n.min(LIST_MAX),
+        _ => LIST_DEFAULT,
+    }
+}
+
+/// One job with its payload and result.
+#[utoipa::path(
+    get, path = "/api/ops/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "Invalid or missing X-Ops-Key", body = ErrorBody),
+        (status = 403, description = "Missing jobs:read scope", body = ErrorBody),
+        (status = 404, description = "No such job for this tenant", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ),
+    security(("ops_key" = []))
+)]
+pub async fn get_one(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    Authed(who, _): Authed<JobsRead>,
+) -> Result<Json<JobView>, ApiError> {
+    // A malformed id names no job: the same 404 as another tenant's job.
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+    let mut client = state.pool.get().await?;
+    let tx = tenant_tx(&mut client, &who.tenant).await?;
+    let row = queries::api_get_job(&*tx, id, &who.tenant).await?;
+    tx.commit().await?;
+    let row = row.ok_or_else(ApiError::not_found)?;
+    Ok(Json(view(&row, true)?))
+}
+

@@ -1,0 +1,707 @@
+//! `opsrunner bench`: measures the queue against a real PostgreSQL, in a
+//! database of its own that it creates and drops.
+//!
+//! - enqueue throughput: single-row INSERTs (one commit each) and one batched
+//!   INSERT of N rows;
+//! - end-to-end throughput: N pre-queued `noop` jobs drained by W worker
+//!   processes (`opsrunner worker`, the real daemon) at concurrency C, timed
+//!   by the server's clock from the flag being switched on to the last
+//!   `finished_at`;
+//! - enqueue-to-start latency: jobs inserted one at a time into an idle
+//!   worker, `started_at - created_at` percentiles, again by the server's
+//!   clock.
+//!
+//! With `DATABASE_URL` unset it starts a throwaway cluster with PostgreSQL's
+//! default durability (fsync and synchronous_commit on). The report includes
+//! the server's durability settings, since they decide the numbers.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::config::DbUrl;
+use crate::error::{Error, Result};
+
+/// What `opsrunner bench` measures.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Pre-queued jobs for the end-to-end run.
+    pub jobs: u64,
+    /// Worker processes for the end-to-end run.
+    pub workers: usize,
+    /// Slots per worker process.
+    pub concurrency: usize,
+    /// Single-row INSERTs timed.
+    pub single_inserts: u64,
+    /// Rows in the one batched INSERT.
+    pub batch_rows: u64,
+    /// Jobs inserted one at a time for the latency run.
+    pub latency_samples: u64,
+    /// Also measure how cost grows: 10k/100k/1M jobs at `workers`, and
+    /// 1/2/4 workers at `jobs`.
+    pub scale: bool,
+    /// Progress on stderr (only on a terminal).
+    pub progress: bool,
+    /// The `opsrunner` binary to run workers from.
+    pub exe: PathBuf,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            jobs: 100_000,
+            workers: 2,
+            concurrency: 100,
+            single_inserts: 2_000,
+            batch_rows: 100_000,
+            latency_samples: 500,
+            scale: false,
+            progress: true,
+            exe: PathBuf::from("opsrunner"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerInfo {
+    pub version: String,
+    pub synchronous_commit: String,
+    pub fsync: String,
+    pub shared_buffers: String,
+    pub cpus: usize,
+    pub throwaway_cluster: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnqueueResult {
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+}
+
+impl EnqueueResult {
+    fn new(rows: u64, seconds: f64) -> Self {
+        Self {
+            rows,
+            seconds,
+            rows_per_second: rate(rows, seconds),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessResult {
+    pub jobs: u64,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub jobs_per_second: f64,
+    /// CPU seconds used by the worker processes, and by the whole machine
+    /// (every core), over the run.
+    pub worker_cpu_seconds: f64,
+    pub machine_cpu_seconds: f64,
+    pub wall_cpu_capacity_seconds: f64,
+    /// Transactions committed in the benchmark database per job processed
+    /// (claims, completions, heartbeats, maintenance; from pg_stat_database,
+    /// which lags by up to a second).
+    pub commits_per_job: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyResult {
+    pub samples: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub server: ServerInfo,
+    pub enqueue_single: EnqueueResult,
+    pub enqueue_batch: EnqueueResult,
+    /// The same rows through `COPY ... FROM STDIN`, the bulk path for apps
+    /// that can use it.
+    pub enqueue_copy: EnqueueResult,
+    pub process: ProcessResult,
+    pub latency: LatencyResult,
+    /// Only with `scale`.
+    pub scale: Vec<ProcessResult>,
+}
+
+/// Runs every measurement against a fresh database on the server that
+/// `admin` names (or a throwaway cluster when `None`), then drops it.
+/// The `opsrunner bench` command: runs [`run`] and prints the report (JSON
+/// with `--json`).
+pub async fn run_cli(
+    args: super::BenchArgs,
+    ctx: &super::Ctx,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    ctx.settings()?;
+    let opts = BenchOptions {
+        jobs: args.jobs,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        single_inserts: args.single_inserts,
+        batch_rows: args.batch_rows,
+        latency_samples: args.latency_samples,
+        scale: args.scale,
+        progress: !args.json,
+        exe: std::env::current_exe()?,
+    };
+    let report = run(crate::config::env::database_url()?, &opts).await?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", render(&report))?;
+    }
+    Ok(())
+}
+
+/// Measures everything in `opts` against the server `admin` names (or a
+/// throwaway cluster), in a database it creates and drops.
+pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
+    let (_cluster, admin_raw) = match admin {
+        Some(u) => (None, u.expose().to_string()),
+        None => {
+            progress_line(opts, "starting a throwaway PostgreSQL (durable settings)…");
+            let c = tokio::task::spawn_blocking(crate::testing::TempCluster::start_durable)
+                .await
+                .map_err(|e| Error::TempCluster(e.to_string()))??;
+            let url = c.url("postgres");
+            (Some(c), url)
+        }
+    };
+    let throwaway = _cluster.is_some();
+    let name = format!("opsrunner_bench_{:08x}", rand::random::<u32>());
+    let admin_url = DbUrl::parse(&admin_raw, "DATABASE_URL")?;
+    let admin_client = plain_connect(&admin_url).await?;
+    admin_client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    let mut pg = admin_url.pg_config().clone();
+    pg.dbname(&name);
+    let bench_url = with_dbname(&admin_raw, &name)?;
+    let result = async {
+        let (mut client, conn) = pg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        crate::db::migrate::migrate(&mut client).await?;
+        let server = server_info(&client, throwaway).await?;
+        progress_line(opts, "enqueue: single-row INSERTs…");
+        let enqueue_single = enqueue_single(&client, opts.single_inserts).await?;
+        progress_line(opts, "enqueue: one batched INSERT…");
+        let enqueue_batch = enqueue_batch(&client, opts.batch_rows).await?;
+        progress_line(opts, "enqueue: COPY…");
+        let enqueue_copy = enqueue_copy(&client, opts.batch_rows).await?;
+        let process = drain(&client, &bench_url, opts, opts.jobs, opts.workers).await?;
+        progress_line(opts, "latency: one job at a time into an idle worker…");
+        let latency = latency(&client, &bench_url, opts).await?;
+        let mut scale = Vec::new();
+        if opts.scale {
+            for jobs in [10_000, 100_000, 1_000_000] {
+                scale.push(drain(&client, &bench_url, opts, jobs, opts.workers).await?);
+            }
+            for workers in [1, 2, 4] {
+                scale.push(drain(&client, &bench_url, opts, opts.jobs, workers).await?);
+            }
+        }
+        Ok::<_, Error>(Report {
+            server,
+            enqueue_single,
+            enqueue_batch,
+            enqueue_copy,
+            process,
+            latency,
+            scale,
+        })
+    }
+    .await;
+    let _ = admin_client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await;
+    if opts.progress && std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    result
+}
+
+async fn plain_connect(url: &DbUrl) -> Result<Client> {
+    let (c, conn) = url.pg_config().connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+/// The admin URL with another database name, for the worker processes.
+fn with_dbname(raw: &str, name: &str) -> Result<String> {
+    if let Ok(mut u) = url::Url::parse(raw)
+        && matches!(u.scheme(), "postgres" | "postgresql")
+    {
+        u.set_path(&format!("/{name}"));
+        return Ok(u.to_string());
+    }
+    // key=value form
+    let mut parts: Vec<String> = raw
+        .split_whitespace()
+        .filter(|p| !p.starts_with("dbname="))
+        .map(String::from)
+        .collect();
+    parts.push(format!("dbname={name}"));
+    Ok(parts.join(" "))
+}
+
+async fn server_info(c: &Client, throwaway: bool) -> Result<ServerInfo> {
+    let show = |name: &'static str| async move {
+        c.query_one(&format!("SHOW {name}"), &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+    };
+    Ok(ServerInfo {
+        version: show("server_version").await?,
+        synchronous_commit: show("synchronous_commit").await?,
+        fsync: show("fsync").await?,
+        shared_buffers: show("shared_buffers").await?,
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        throwaway_cluster: throwaway,
+    })
+}
+
+async fn reset(c: &Client) -> Result<()> {
+    c.batch_execute(
+        "TRUNCATE ops_jobs, ops_job_events;
+         DELETE FROM ops_feature_flags;",
+    )
+    .await?;
+    Ok(())
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+async fn enqueue_single(c: &Client, n: u64) -> Result<EnqueueResult> {
+    reset(c).await?;
+    let stmt = c
+        .prepare("INSERT INTO ops_jobs (job_type, payload) VALUES ('noop', $1)")
+        .await?;
+    let start = Instant::now();
+    for i in 0..n {
+        c.execute(&stmt, &[&serde_json::json!({ "n": i })]).await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(EnqueueResult::new(n, secs))
+}
+
+/// One INSERT of `n` rows whose payloads come from the client (not
+/// generate_series on the server), as an app's bulk enqueue would.
+async fn bulk_insert(c: &Client, n: u64) -> Result<()> {
+    let payloads: Vec<serde_json::Value> = (0..n).map(|i| serde_json::json!({ "n": i })).collect();
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload) SELECT 'noop', p FROM unnest($1::jsonb[]) p",
+        &[&payloads],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn enqueue_batch(c: &Client, n: u64) -> Result<EnqueueResult> {
+    reset(c).await?;
+    let start = Instant::now();
+    bulk_insert(c, n).await?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(EnqueueResult::new(n, secs))
+}
+
+/// The same `n` rows as `bulk_insert`, through COPY (CSV, payload quoted).
+async fn enqueue_copy(c: &Client, n: u64) -> Result<EnqueueResult> {
+    use futures_util::SinkExt;
+    reset(c).await?;
+    let start = Instant::now();
+    let mut data = String::with_capacity(n as usize * 24);
+    for i in 0..n {
+        let payload = serde_json::json!({ "n": i })
+            .to_string()
+            .replace('"', "\"\"");
+        data.push_str("noop,\"");
+        data.push_str(&payload);
+        data.push_str("\"\n");
+    }
+    let sink = c
+        .copy_in("COPY ops_jobs (job_type, payload) FROM STDIN (FORMAT csv)")
+        .await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from(data)).await?;
+    let written = sink.as_mut().finish().await?;
+    let secs = start.elapsed().as_secs_f64();
+    if written != n {
+        return Err(Error::Invalid(format!(
+            "COPY wrote {written} rows, not {n}"
+        )));
+    }
+    Ok(EnqueueResult::new(n, secs))
+}
+
+struct Workers {
+    children: Vec<tokio::process::Child>,
+}
+
+impl Workers {
+    async fn start(
+        exe: &PathBuf,
+        url: &str,
+        n: usize,
+        concurrency: usize,
+        c: &Client,
+    ) -> Result<Self> {
+        let mut children = Vec::new();
+        for _ in 0..n {
+            let child = tokio::process::Command::new(exe)
+                .arg("worker")
+                .env("DATABASE_URL", url)
+                .env("OPSRUNNER_WORKER__CONCURRENCY", concurrency.to_string())
+                .env("OPSRUNNER_METRICS__LISTEN", "")
+                .env("OPSRUNNER_LOG__FORMAT", "json")
+                .env("OPSRUNNER_LOG__LEVEL", "warn")
+                .env_remove("OPSRUNNER_CONFIG")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| Error::Invalid(format!("cannot start {}: {e}", exe.display())))?;
+            children.push(child);
+        }
+        let w = Self { children };
+        // Ready once every worker holds its LISTEN connection.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let listening: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND application_name = $1",
+                    &[&crate::db::LISTENER_APPLICATION_NAME],
+                )
+                .await?
+                .get(0);
+            if listening as usize >= n {
+                return Ok(w);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Invalid(format!(
+                    "only {listening} of {n} workers connected within 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(|c| c.id()).collect()
+    }
+
+    async fn stop(mut self) {
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
+        for c in &mut self.children {
+            let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
+        }
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn process_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Busy CPU seconds of the whole machine so far (all cores).
+fn machine_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(8)
+        .map(|(_, x)| x)
+        .sum();
+    busy / clock_ticks()
+}
+
+async fn drain(
+    c: &Client,
+    url: &str,
+    opts: &BenchOptions,
+    jobs: u64,
+    workers: usize,
+) -> Result<ProcessResult> {
+    reset(c).await?;
+    progress_line(opts, &format!("process: queueing {jobs} noop jobs…"));
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(100_000);
+        bulk_insert(c, n).await?;
+        left -= n;
+    }
+    c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
+    let w = Workers::start(&opts.exe, url, workers, opts.concurrency, c).await?;
+    let pids = w.pids();
+    let cpu0: f64 = pids.iter().map(|p| process_cpu(*p)).sum();
+    let commits0 = commits(c).await?;
+    let machine0 = machine_cpu();
+    let wall = Instant::now();
+    // The switch: every worker sees the flag within milliseconds (NOTIFY).
+    c.batch_execute(
+        "INSERT INTO ops_feature_flags (name, enabled, reason, updated_by)
+         VALUES ('noop', true, 'bench', 'opsrunner bench')",
+    )
+    .await?;
+    let label = format!(
+        "process {jobs} jobs, {workers} workers x {}",
+        opts.concurrency
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let remaining = unfinished(c).await?;
+        let done = jobs.saturating_sub(remaining as u64);
+        progress(opts, &label, done, jobs, wall.elapsed());
+        if remaining == 0 {
+            break;
+        }
+        if wall.elapsed() > Duration::from_secs(3600) {
+            w.stop().await;
+            return Err(Error::Invalid("jobs not processed within an hour".into()));
+        }
+    }
+    let cpu1: f64 = pids.iter().map(|p| process_cpu(*p)).sum();
+    // pg_stat_database is flushed by backends about once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let commits1 = commits(c).await?;
+    let machine1 = machine_cpu();
+    let elapsed_wall = wall.elapsed().as_secs_f64();
+    let row = c
+        .query_one(
+            "SELECT extract(epoch FROM max(j.finished_at) - f.updated_at)::float8,
+                    count(*) FILTER (WHERE j.status <> 'succeeded')
+             FROM ops_jobs j, ops_feature_flags f WHERE f.name = 'noop'
+             GROUP BY f.updated_at",
+            &[],
+        )
+        .await?;
+    w.stop().await;
+    let secs: f64 = row.get(0);
+    let not_ok: i64 = row.get(1);
+    if not_ok > 0 {
+        return Err(Error::Invalid(format!(
+            "{not_ok} jobs did not succeed during the benchmark"
+        )));
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Ok(ProcessResult {
+        jobs,
+        workers,
+        concurrency: opts.concurrency,
+        seconds: secs,
+        jobs_per_second: rate(jobs, secs),
+        worker_cpu_seconds: cpu1 - cpu0,
+        machine_cpu_seconds: machine1 - machine0,
+        wall_cpu_capacity_seconds: elapsed_wall * cpus as f64,
+        commits_per_job: (commits1 - commits0) as f64 / jobs.max(1) as f64,
+    })
+}
+
+/// Jobs not yet in a terminal state.
+async fn unfinished(c: &Client) -> Result<i64> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+async fn commits(c: &Client) -> Result<i64> {
+    c.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+    Ok(c.query_one(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+async fn latency(c: &Client, url: &str, opts: &BenchOptions) -> Result<LatencyResult> {
+    reset(c).await?;
+    c.batch_execute(
+        "INSERT INTO ops_feature_flags (name, enabled, reason, updated_by)
+         VALUES ('noop', true, 'bench', 'opsrunner bench')",
+    )
+    .await?;
+    let w = Workers::start(&opts.exe, url, 1, opts.concurrency, c).await?;
+    // Let the worker settle into idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stmt = c
+        .prepare("INSERT INTO ops_jobs (job_type) VALUES ('noop')")
+        .await?;
+    let start = Instant::now();
+    for i in 0..opts.latency_samples {
+        c.execute(&stmt, &[]).await?;
+        progress(
+            opts,
+            "latency samples",
+            i + 1,
+            opts.latency_samples,
+            start.elapsed(),
+        );
+        // Idle between jobs: each one finds the worker waiting.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let remaining = unfinished(c).await?;
+        if remaining == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            w.stop().await;
+            return Err(Error::Invalid(
+                "latency jobs not processed within 60 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.stop().await;
+    let row = c
+        .query_one(
+            "SELECT percentile_cont(0.50) WITHIN GROUP (ORDER BY d),
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY d),
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY d),
+                    max(d)
+             FROM (SELECT extract(epoch FROM started_at - created_at)::float8 * 1000 AS d
+                   FROM ops_jobs) s",
+            &[],
+        )
+        .await?;
+    Ok(LatencyResult {
+        samples: opts.latency_samples,
+        p50_ms: row.get(0),
+        p95_ms: row.get(1),
+        p99_ms: row.get(2),
+        max_ms: row.get(3),
+    })
+}
+
+fn progress_line(opts: &BenchOptions, msg: &str) {
+    if opts.progress && std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K{msg}");
+        let _ = std::io::stderr().flush();
+    }
+}
+
+fn progress(opts: &BenchOptions, label: &str, done: u64, total: u64, elapsed: Duration) {
+    if !(opts.progress && std::io::stderr().is_terminal()) {
+        return;
+    }
+    let width = 30usize;
+    let frac = if total == 0 {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
+    let filled = ((frac * width as f64) as usize).min(width);
+    eprint!(
+        "\r\x1b[2K{label} [{}{}] {done}/{total} {:.0}/s",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        rate(done, elapsed.as_secs_f64())
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// The human-readable report.
+/// The report as the table the CLI prints.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let srv = &r.server;
+    s.push_str(&format!(
+        "PostgreSQL {} (synchronous_commit={}, fsync={}, shared_buffers={}){}, {} CPUs\n",
+        srv.version,
+        srv.synchronous_commit,
+        srv.fsync,
+        srv.shared_buffers,
+        if srv.throwaway_cluster {
+            ", throwaway cluster"
+        } else {
+            ""
+        },
+        srv.cpus
+    ));
+    s.push_str(&format!(
+        "enqueue, single-row INSERTs:  {:>9.0} rows/s  ({} rows in {:.2} s)\n",
+        r.enqueue_single.rows_per_second, r.enqueue_single.rows, r.enqueue_single.seconds
+    ));
+    s.push_str(&format!(
+        "enqueue, one batched INSERT:  {:>9.0} rows/s  ({} rows in {:.2} s)\n",
+        r.enqueue_batch.rows_per_second, r.enqueue_batch.rows, r.enqueue_batch.seconds
+    ));
+    s.push_str(&format!(
+        "enqueue, COPY:                {:>9.0} rows/s  ({} rows in {:.2} s)\n",
+        r.enqueue_copy.rows_per_second, r.enqueue_copy.rows, r.enqueue_copy.seconds
+    ));
+    for p in std::iter::once(&r.process).chain(r.scale.iter()) {
+        s.push_str(&format!(
+            "processed noop jobs:          {:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \
+             worker CPU {:.1} s, machine CPU {:.1} of {:.1} s, {:.3} commits/job)\n",
+            p.jobs_per_second,
+            p.jobs,
+            p.workers,
+            p.concurrency,
+            p.seconds,
+            p.worker_cpu_seconds,
+            p.machine_cpu_seconds,
+            p.wall_cpu_capacity_seconds,
+            p.commits_per_job
+        ));
+    }
+    let l = &r.latency;
+    s.push_str(&format!(
+        "enqueue-to-start, idle worker: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} jobs)\n",
+        l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.samples
+    ));
+    s
+}

@@ -1,0 +1,322 @@
+//! The `opsrunner` command line. This is the binary's edge: errors become
+//! `anyhow` here and nowhere else. `run` dispatches each subcommand to its
+//! module, which writes to an injected `out` (River's `CommandBase.Out`), so
+//! that its output is testable without spawning the binary.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+pub mod bench;
+mod ctx;
+mod daemon;
+pub mod dev;
+mod flags;
+mod jobs;
+mod keys;
+pub mod logging;
+mod schema;
+mod token;
+
+pub use ctx::Ctx;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "opsrunner",
+    version,
+    about = "Runs operations jobs out of PostgreSQL"
+)]
+pub struct Cli {
+    /// TOML config file (also OPSRUNNER_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the embedded schema migrations (idempotent).
+    Migrate,
+    /// Run the worker daemon.
+    Worker,
+    /// Run the HTTP shim: authenticated enqueue that only inserts rows.
+    Serve,
+    /// Scoped API keys for the HTTP shim.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Policy tokens for action job types.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the HTTP shim's OpenAPI document (docs/openapi.json).
+    Openapi,
+    /// Measure enqueue and processing throughput and enqueue-to-start
+    /// latency, in a database of its own on the DATABASE_URL server (or a
+    /// throwaway cluster with default durability when it is unset).
+    Bench(BenchArgs),
+    /// Check config, connectivity and schema version, then exit.
+    Check,
+    /// Delete finished jobs and audit rows past their retention now (the
+    /// daemons also do this every retention.interval).
+    Prune,
+    /// Insert one job.
+    Enqueue(EnqueueArgs),
+    /// Inspect jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Feature flags: one per job type; absent means off.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
+    /// A throwaway local setup: Postgres (when DATABASE_URL is unset),
+    /// migrations, a worker and a demo job.
+    Dev {
+        /// Exit once the demo job has finished.
+        #[arg(long)]
+        exit_after_demo: bool,
+    },
+}
+
+/// `opsrunner bench`'s options.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Pre-queued noop jobs processed end to end.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Slots per worker process.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Single-row INSERTs timed one after another.
+    #[arg(long, default_value_t = 2_000)]
+    pub single_inserts: u64,
+    /// Rows of the one batched INSERT (and the COPY).
+    #[arg(long, default_value_t = 100_000)]
+    pub batch_rows: u64,
+    /// Enqueue-to-start samples into an idle worker.
+    #[arg(long, default_value_t = 500)]
+    pub latency_samples: u64,
+    /// Also run 10k/100k/1M jobs and 1/2/4 workers (minutes).
+    #[arg(long)]
+    pub scale: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `opsrunner enqueue`'s options.
+#[derive(clap::Args, Debug)]
+pub struct EnqueueArgs {
+    /// The job type.
+    pub job_type: String,
+    /// The payload, as JSON.
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// The queue.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// Lower runs first (-100..100).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i16,
+    /// RFC 3339 time, e.g. 2026-11-23T08:00:00Z.
+    #[arg(long)]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts before the job fails (1..100).
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: i32,
+    /// e.g. 30s, 5m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Repeating the same key creates no second job.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `opsrunner jobs …`.
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long = "type")]
+        job_type: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job with its transition history.
+    Show {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed or cancelled job back into the queue, attempts reset.
+    Retry {
+        id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Cancel a queued job now, or ask a running job's worker to stop it.
+    /// For handlers that cannot stop, cancellation is intent only.
+    Cancel {
+        id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `opsrunner keys …`.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and never stored.
+    Create {
+        /// A label for operators, e.g. the calling service.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: jobs:read, jobs:write, jobs:cancel.
+        #[arg(long, default_value = "jobs:read,jobs:write,jobs:cancel")]
+        scopes: String,
+        /// The tenant whose jobs the key sees and creates.
+        #[arg(long)]
+        tenant: String,
+        /// e.g. 90d; no expiry when omitted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { id: Uuid },
+}
+
+/// `opsrunner token …`.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Sign a policy token with OPS_POLICY_SECRET and print it.
+    Sign {
+        /// The action job type it permits.
+        #[arg(long)]
+        action: String,
+        /// Who asks (recorded in the audit log).
+        #[arg(long)]
+        actor: String,
+        /// The tenant of the job; omit for jobs without a tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Comma-separated scopes, e.g. ops:execute.
+        #[arg(long, default_value = "ops:execute")]
+        scopes: String,
+        /// Validity, at most 7 days.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+/// `opsrunner flags …`.
+#[derive(Subcommand, Debug)]
+pub enum FlagsCommand {
+    List,
+    Enable {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Stop claiming jobs of this type on every daemon within a second.
+    Disable {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also ask running jobs of this type to cancel.
+        #[arg(long)]
+        cancel_running: bool,
+    },
+    /// The global switch: no daemon claims anything until `resume`.
+    Pause {
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Resume {
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// The binary's `main`: parses the arguments, runs the command on a tokio
+/// runtime, prints the error chain on failure. Output to a closed pipe
+/// (`opsrunner jobs list | head -1`) ends quietly with exit 0.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether the reader of our output went away (EPIPE): not an error of ours.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Runs one parsed command line, writing its output to stdout.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx::new(crate::config::config_path(cli.config));
+    let stdout = std::io::stdout();
+    let out = &mut stdout.lock();
+    match cli.command {
+        Command::Openapi => openapi(out),
+        Command::Token { command } => token::run(command, &ctx, out),
+        Command::Bench(args) => bench::run_cli(args, &ctx, out).await,
+        Command::Dev { exit_after_demo } => dev::run_cli(exit_after_demo, &ctx, out).await,
+        Command::Migrate => schema::migrate(&ctx, out).await,
+        Command::Check => schema::check(&ctx, out).await,
+        Command::Prune => schema::prune(&ctx, out).await,
+        Command::Worker => daemon::worker(&ctx).await,
+        Command::Serve => daemon::serve(&ctx).await,
+        Command::Keys { command } => keys::run(command, &ctx, out).await,
+        Command::Enqueue(args) => jobs::enqueue(args, &ctx, out).await,
+        Command::Jobs { command } => jobs::run(command, &ctx, out).await,
+        Command::Flags { command } => flags::run(command, &ctx, out).await,
+    }
+}
+
+/// `opsrunner openapi`: needs no configuration at all.
+fn openapi(out: &mut impl Write) -> anyhow::Result<()> {
+    crate::cli::logging::init_default();
+    write!(out, "{}", crate::api::openapi::json())?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `[api]`: the HTTP shim's address, limits and tenant.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::check::Check;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where `opsrunner serve` listens. Loopback by default: put a TLS
+    /// reverse proxy in front to expose it.
+    pub listen: String,
+    /// The shim's own /metrics, /healthz, /readyz (a port apart from the
+    /// worker's 9464, so both can run on one VM); empty disables it.
+    pub metrics_listen: String,
+    /// The tenant of requests made with `OPS_API_KEY` (scoped keys carry
+    /// their own).
+    pub tenant: String,
+    /// Longest time a request may take before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body; a job payload is further bounded to 1 MiB.
+    pub max_body_bytes: usize,
+    /// Sustained requests per second, and burst, per API key.
+    pub rate_per_key: u32,
+    pub burst_per_key: u32,
+    /// Sustained requests per second, and burst, per client IP (checked
+    /// before authentication, so it also slows key guessing).
+    pub rate_per_ip: u32,
+    pub burst_per_ip: u32,
+    /// Job types accepted besides those with a built-in or configured
+    /// handler (types served by an embedding program's native handlers).
+    pub job_types: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            metrics_listen: "127.0.0.1:9465".into(),
+            tenant: "default".into(),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 2 * 1024 * 1024,
+            rate_per_key: 50,
+            burst_per_key: 100,
+            rate_per_ip: 100,
+            burst_per_ip: 200,
+            job_types: Vec::new(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The `[api]` rules.
+    pub(crate) fn check(&self, c: &mut Check) {
+        c.addr("api.listen", &self.listen, false, "127.0.0.1:8080");
+        c.addr("api.metrics_listen", &self.metrics_listen, true, "127.0.0.1:9465");
+        c.range("api.tenant", self.tenant.chars().count(), 1..=200);
+        c.nonzero("api.request_timeout", self.request_timeout);
+        c.range("api.max_body_bytes", self.max_body_bytes, 1024..=16 * 1024 * 1024);
+        for (key, v) in [
+            ("api.rate_per_key", self.rate_per_key),
+            ("api.burst_per_key", self.burst_per_key),
+            ("api.rate_per_ip", self.rate_per_ip),
+            ("api.burst_per_ip", self.burst_per_ip),
+        ] {
+            c.range(key, v, 1..=u32::MAX);
+        }
+        c.names("api.job_types", &self.job_types);
+    }
+}

@@ -1,0 +1,44 @@
+//! `[db]`: the pool and the session limits of every connection.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::check::Check;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbConfig {
+    /// Pool connections for claims, completions, heartbeats and maintenance
+    /// (the LISTEN connection is separate).
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 8,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DbConfig {
+    /// The `[db]` rules.
+    pub(crate) fn check(&self, c: &mut Check) {
+        c.nonzero("db.acquire_timeout", self.acquire_timeout);
+        c.nonzero("db.connect_timeout", self.connect_timeout);
+        c.range("db.pool_size", self.pool_size, 2..=1000);
+    }
+}

@@ -1,0 +1,150 @@
+//! Embedded, numbered migrations from `sql/migrations`. `opsrunner migrate`
+//! applies the missing ones, each in its own transaction, under an advisory
+//! lock so that two concurrent migrations cannot interleave. The daemon and
+//! the shim never run DDL: they only check the version.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_jobs",
+        sql: include_str!("../../sql/migrations/0001_jobs.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_cancel_audit_dryrun",
+        sql: include_str!("../../sql/migrations/0002_cancel_audit_dryrun.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_retention",
+        sql: include_str!("../../sql/migrations/0003_retention.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "0004_api",
+        sql: include_str!("../../sql/migrations/0004_api.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "0005_hot_path",
+        sql: include_str!("../../sql/migrations/0005_hot_path.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "0006_cheaper_inserts",
+        sql: include_str!("../../sql/migrations/0006_cheaper_inserts.sql"),
+    },
+];
+
+/// The schema version this binary needs.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
+}
+
+/// Arbitrary constant: the advisory lock key that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x6f70_7372_6d69_6772; // "opsrmigr"
+
+/// Applies every missing migration; returns the versions applied (empty when
+/// the database was already current).
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply_missing(client).await;
+    // Released even when a migration failed, so a retry does not wait forever.
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_missing(client: &mut Client) -> Result<Vec<i32>> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS ops_schema_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let current = current_version_raw(client).await?.unwrap_or(0);
+    let mut applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(m.sql).await?;
+        tx.execute(
+            "INSERT INTO ops_schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        applied.push(m.version);
+    }
+    Ok(applied)
+}
+
+/// `None` when the migrations table does not exist.
+async fn current_version_raw(client: &Client) -> Result<Option<i32>> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('ops_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM ops_schema_migrations",
+            &[],
+        )
+        .await?;
+    Ok(Some(row.get(0)))
+}
+
+/// Refuses to run against a database that is not at this binary's version.
+pub async fn check_schema(client: &Client) -> Result<()> {
+    let need = latest_version();
+    match current_version_raw(client).await? {
+        None | Some(0) => Err(Error::Schema(
+            "the database is not migrated: run `opsrunner migrate` first".into(),
+        )),
+        Some(v) if v < need => Err(Error::Schema(format!(
+            "the database schema is at version {v} but this opsrunner needs {need}: run `opsrunner migrate`"
+        ))),
+        Some(v) if v > need => Err(Error::Schema(format!(
+            "the database schema is at version {v}, newer than this opsrunner ({need}): upgrade opsrunner"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_strictly_increasing_and_named_after_their_file() {
+        let mut last = 0;
+        for m in MIGRATIONS {
+            assert!(m.version > last);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+            last = m.version;
+        }
+    }
+}

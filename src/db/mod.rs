@@ -1,0 +1,147 @@
+//! Connections: the pool for short statements and single session connections
+//! (LISTEN, migrations). Session limits are set on every connection so that no
+//! statement or forgotten transaction can hold locks for long.
+//!
+//! `queries` holds the text of every statement (one typed function per file
+//! under `sql/queries/`), `migrate` the embedded migrations.
+
+pub mod migrate;
+pub mod queries;
+
+/// NOTIFY channel of the insert trigger: jobs may be waiting.
+pub const JOBS_CHANNEL: &str = "ops_jobs";
+/// NOTIFY channel of cancellation requests.
+pub const CANCEL_CHANNEL: &str = "ops_jobs_cancel";
+/// NOTIFY channel of feature-flag changes.
+pub const FLAGS_CHANNEL: &str = "ops_flags";
+
+/// `application_name` of the worker's LISTEN connection (and how `bench`
+/// finds it in `pg_stat_activity`).
+pub const LISTENER_APPLICATION_NAME: &str = "opsrunner-listener";
+/// `application_name` of the worker's pool.
+pub const WORKER_APPLICATION_NAME: &str = "opsrunner-worker";
+/// `application_name` of the shim's pool.
+pub const API_APPLICATION_NAME: &str = "opsrunner-api";
+/// `application_name` of the operator CLI's connections.
+pub const CLI_APPLICATION_NAME: &str = "opsrunner-cli";
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{DbConfig, DbUrl};
+use crate::error::{Error, Result};
+
+/// The connection settings used for every opsrunner connection.
+pub fn session_config(
+    url: &DbUrl,
+    db: &DbConfig,
+    application_name: &str,
+) -> tokio_postgres::Config {
+    let mut pg = url.pg_config().clone();
+    pg.application_name(application_name);
+    pg.connect_timeout(db.connect_timeout);
+    // Detect a silently dropped TCP peer (a VM that vanished) within a minute.
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    // JIT compiles a plan when its estimated cost is high. A generic plan
+    // cannot see the claim's LIMIT and estimates a tenth of the table, so on
+    // a large queue every claim paid about 20 ms of compiling for a 1 ms
+    // statement (measured at 1,000,000 queued jobs). No opsrunner statement
+    // runs long enough to gain from JIT.
+    pg.options(format!(
+        "-c jit=off -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        db.statement_timeout.as_millis(),
+        db.idle_in_transaction_timeout.as_millis()
+    ));
+    pg
+}
+
+/// Plans for the worker's pool. Postgres plans a prepared statement with its
+/// actual parameters for its first five executions on a connection, and the
+/// worker's statements are spread over a pool, so most executions get such a
+/// custom plan. For the batched statements that is the risky kind: it sees a
+/// 500-element array and, on a small table whose statistics saw no running
+/// rows, scanned the table once per array element (a completion took 200-300
+/// ms instead of 2 ms, measured). Every daemon statement is written so that
+/// its generic plan is index lookups bounded by the batch (claim.sql,
+/// complete.sql, heartbeat.sql), so the worker always uses that.
+pub enum Plans {
+    /// Postgres' default choice between custom and generic plans.
+    Default,
+    /// Always the generic plan of each prepared statement.
+    Generic,
+}
+
+/// A pool whose connections carry [`session_config`] (and, with
+/// [`Plans::Generic`], forced generic plans).
+pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str, plans: Plans) -> Result<Pool> {
+    let mut pg = session_config(url, db, application_name);
+    if let Plans::Generic = plans {
+        let options = pg.get_options().unwrap_or_default().to_string();
+        pg.options(format!("{options} -c plan_cache_mode=force_generic_plan"));
+    }
+    let mgr = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(db.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(db.acquire_timeout))
+        .create_timeout(Some(db.connect_timeout))
+        .recycle_timeout(Some(db.connect_timeout))
+        .build()
+        .map_err(|e| Error::Pool(e.to_string()))
+}
+
+/// The worker daemon's pool: generic plans (see [`Plans`]).
+pub fn worker_pool(url: &DbUrl, db: &DbConfig) -> Result<Pool> {
+    pool(url, db, WORKER_APPLICATION_NAME, Plans::Generic)
+}
+
+/// One session connection whose driver runs on its own task. Notifications
+/// are not delivered through this helper; the listener drives its own.
+pub async fn connect(
+    url: &DbUrl,
+    db: &DbConfig,
+    application_name: &str,
+) -> Result<tokio_postgres::Client> {
+    let (client, conn) = session_config(url, db, application_name)
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// True when the error means the connection or server is gone, so retrying on a
+/// new connection is the right answer (as opposed to a bad statement or data).
+pub fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Pool(_) | Error::Io(_) | Error::Timeout(_) => true,
+        Error::Db(db) => match db.code() {
+            None => true,
+            Some(code) => {
+                let c = code.code();
+                // 08: connection exception, 57P: operator intervention
+                // (admin shutdown, crash shutdown, cannot connect now),
+                // 53: insufficient resources, 40001/40P01: serialization/deadlock.
+                c.starts_with("08")
+                    || c.starts_with("57P")
+                    || c.starts_with("53")
+                    || c == "40001"
+                    || c == "40P01"
+                    || c == "57014"
+            }
+        },
+        _ => false,
+    }
+}

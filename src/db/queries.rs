@@ -1,0 +1,574 @@
+//! Every statement the daemon, the shim and the CLI send, one typed function
+//! per file under `sql/queries/` and named after it, so that a DBA can read
+//! each statement with its parameters, and a test
+//! (`tests/queries.rs`) prepares them all against the migrated schema.
+//!
+//! This is the only module that loads `sql/queries/` (`tests/layering.rs`
+//! enforces it), and it imports nothing of the crate but `error`. The
+//! exceptions, sent as literal text elsewhere: `LISTEN …` (built from the
+//! channel names in `db`), `SELECT 1` liveness pings, the migration
+//! bookkeeping in `db::migrate`, and the measuring SQL in `cli::bench`.
+//!
+//! The worker's statements are prepared once per pooled connection
+//! (`prepare_cached`), because they run thousands of times a second and their
+//! generic plans are what `db::Plans::Generic` relies on; operator and shim
+//! statements run through `tokio_postgres::GenericClient`, so they also run
+//! inside a caller's transaction.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient as CachingClient;
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Every statement file with its text, for `tests/queries.rs`.
+pub const ALL: &[(&str, &str)] = &[
+    ("worker/claim.sql", CLAIM),
+    ("worker/complete.sql", COMPLETE),
+    ("worker/heartbeat.sql", HEARTBEAT),
+    ("worker/rescue.sql", RESCUE),
+    ("worker/cancel_queued.sql", CANCEL_QUEUED),
+    ("worker/enabled_flags.sql", ENABLED_FLAGS),
+    ("worker/queue_stats.sql", QUEUE_STATS),
+    ("worker/prune.sql", PRUNE),
+    ("worker/queued_estimate.sql", QUEUED_ESTIMATE),
+    ("worker/try_lead.sql", TRY_LEAD),
+    ("worker/notification_usage.sql", NOTIFICATION_USAGE),
+    ("api/find_idempotent.sql", FIND_IDEMPOTENT),
+    ("api/list_jobs.sql", API_LIST_JOBS),
+    ("api/get_job.sql", API_GET_JOB),
+    ("api/set_tenant.sql", SET_TENANT),
+    ("api/job_exists.sql", JOB_EXISTS),
+    ("api/role_bypasses_rls.sql", ROLE_BYPASSES_RLS),
+    ("shared/insert_job.sql", INSERT_JOB),
+    ("shared/insert_jobs.sql", INSERT_JOBS),
+    ("shared/cancel_job.sql", CANCEL_JOB),
+    ("shared/retry_job.sql", RETRY_JOB),
+    ("shared/set_flag.sql", SET_FLAG),
+    ("shared/audit.sql", AUDIT),
+    ("shared/key_lookup.sql", KEY_LOOKUP),
+    ("shared/key_create.sql", KEY_CREATE),
+    ("shared/key_list.sql", KEY_LIST),
+    ("shared/key_revoke.sql", KEY_REVOKE),
+    ("shared/list_flags.sql", LIST_FLAGS),
+    ("shared/list_jobs.sql", LIST_JOBS),
+    ("shared/show_job.sql", SHOW_JOB),
+    ("shared/job_events.sql", JOB_EVENTS),
+];
+
+const CLAIM: &str = include_str!("../../sql/queries/worker/claim.sql");
+const COMPLETE: &str = include_str!("../../sql/queries/worker/complete.sql");
+const HEARTBEAT: &str = include_str!("../../sql/queries/worker/heartbeat.sql");
+const RESCUE: &str = include_str!("../../sql/queries/worker/rescue.sql");
+const CANCEL_QUEUED: &str = include_str!("../../sql/queries/worker/cancel_queued.sql");
+const ENABLED_FLAGS: &str = include_str!("../../sql/queries/worker/enabled_flags.sql");
+const QUEUE_STATS: &str = include_str!("../../sql/queries/worker/queue_stats.sql");
+const PRUNE: &str = include_str!("../../sql/queries/worker/prune.sql");
+const QUEUED_ESTIMATE: &str = include_str!("../../sql/queries/worker/queued_estimate.sql");
+const TRY_LEAD: &str = include_str!("../../sql/queries/worker/try_lead.sql");
+const NOTIFICATION_USAGE: &str = include_str!("../../sql/queries/worker/notification_usage.sql");
+const FIND_IDEMPOTENT: &str = include_str!("../../sql/queries/api/find_idempotent.sql");
+const API_LIST_JOBS: &str = include_str!("../../sql/queries/api/list_jobs.sql");
+const API_GET_JOB: &str = include_str!("../../sql/queries/api/get_job.sql");
+const SET_TENANT: &str = include_str!("../../sql/queries/api/set_tenant.sql");
+const JOB_EXISTS: &str = include_str!("../../sql/queries/api/job_exists.sql");
+const ROLE_BYPASSES_RLS: &str = include_str!("../../sql/queries/api/role_bypasses_rls.sql");
+const INSERT_JOB: &str = include_str!("../../sql/queries/shared/insert_job.sql");
+const INSERT_JOBS: &str = include_str!("../../sql/queries/shared/insert_jobs.sql");
+const CANCEL_JOB: &str = include_str!("../../sql/queries/shared/cancel_job.sql");
+const RETRY_JOB: &str = include_str!("../../sql/queries/shared/retry_job.sql");
+const SET_FLAG: &str = include_str!("../../sql/queries/shared/set_flag.sql");
+const AUDIT: &str = include_str!("../../sql/queries/shared/audit.sql");
+const KEY_LOOKUP: &str = include_str!("../../sql/queries/shared/key_lookup.sql");
+const KEY_CREATE: &str = include_str!("../../sql/queries/shared/key_create.sql");
+const KEY_LIST: &str = include_str!("../../sql/queries/shared/key_list.sql");
+const KEY_REVOKE: &str = include_str!("../../sql/queries/shared/key_revoke.sql");
+const LIST_FLAGS: &str = include_str!("../../sql/queries/shared/list_flags.sql");
+const LIST_JOBS: &str = include_str!("../../sql/queries/shared/list_jobs.sql");
+const SHOW_JOB: &str = include_str!("../../sql/queries/shared/show_job.sql");
+const JOB_EVENTS: &str = include_str!("../../sql/queries/shared/job_events.sql");
+
+// ---------------------------------------------------------------- worker
+
+/// Parameters of `worker/claim.sql`.
+pub(crate) struct ClaimParams<'a> {
+    pub job_types: &'a [String],
+    /// `None`: every queue.
+    pub queues: Option<&'a [String]>,
+    pub limit: i64,
+    pub owner: &'a str,
+    pub lease_secs: f64,
+}
+
+/// `worker/claim.sql`: the claimed rows, already `running` under `owner`.
+pub(crate) async fn claim(c: &impl CachingClient, p: &ClaimParams<'_>) -> Result<Vec<Row>> {
+    let stmt = c.prepare_cached(CLAIM).await?;
+    Ok(c.query(
+        &stmt,
+        &[&p.job_types, &p.queues, &p.limit, &p.owner, &p.lease_secs],
+    )
+    .await?)
+}
+
+/// The seven arrays of `worker/complete.sql`, one element per outcome.
+#[derive(Default)]
+pub(crate) struct CompleteColumns {
+    pub ids: Vec<Uuid>,
+    pub attempts: Vec<i32>,
+    pub statuses: Vec<&'static str>,
+    pub results: Vec<Option<Value>>,
+    pub errors: Vec<Option<String>>,
+    pub delays: Vec<Option<f64>>,
+    pub refunds: Vec<bool>,
+}
+
+/// `worker/complete.sql`: the ids whose outcome was written (the others were
+/// fenced out: this worker no longer holds that attempt's lease).
+pub(crate) async fn complete(
+    c: &impl CachingClient,
+    cols: &CompleteColumns,
+    owner: &str,
+) -> Result<Vec<Uuid>> {
+    let stmt = c.prepare_cached(COMPLETE).await?;
+    let rows = c
+        .query(
+            &stmt,
+            &[
+                &cols.ids,
+                &cols.attempts,
+                &cols.statuses,
+                &cols.results,
+                &cols.errors,
+                &cols.delays,
+                &cols.refunds,
+                &owner,
+            ],
+        )
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// A row of `worker/heartbeat.sql`: a lease renewed.
+pub(crate) struct HeartbeatRow {
+    pub id: Uuid,
+    pub cancel_requested: bool,
+}
+
+/// `worker/heartbeat.sql`: renews the leases of `ids` held by `owner`.
+pub(crate) async fn heartbeat(
+    c: &impl CachingClient,
+    ids: &[Uuid],
+    owner: &str,
+    lease_secs: f64,
+) -> Result<Vec<HeartbeatRow>> {
+    let stmt = c.prepare_cached(HEARTBEAT).await?;
+    let rows = c.query(&stmt, &[&ids, &owner, &lease_secs]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(HeartbeatRow {
+                id: r.try_get(0)?,
+                cancel_requested: r.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
+/// What `worker/rescue.sql` did to expired leases.
+pub(crate) struct Rescued {
+    pub requeued: u64,
+    pub failed: u64,
+}
+
+/// `worker/rescue.sql`: up to `batch` expired leases back to `queued`, or to
+/// `failed` when out of attempts.
+pub(crate) async fn rescue(c: &impl CachingClient, batch: i64) -> Result<Rescued> {
+    let stmt = c.prepare_cached(RESCUE).await?;
+    let rows = c.query(&stmt, &[&batch]).await?;
+    let mut failed = 0;
+    for r in &rows {
+        if r.try_get::<_, &str>(1)? == "failed" {
+            failed += 1;
+        }
+    }
+    Ok(Rescued {
+        requeued: rows.len() as u64 - failed,
+        failed,
+    })
+}
+
+/// `worker/cancel_queued.sql`: how many queued jobs with a cancel request were
+/// cancelled.
+pub(crate) async fn cancel_queued(c: &impl CachingClient, batch: i64) -> Result<u64> {
+    let stmt = c.prepare_cached(CANCEL_QUEUED).await?;
+    Ok(c.query(&stmt, &[&batch]).await?.len() as u64)
+}
+
+/// `worker/enabled_flags.sql`: the names of the flags that are on.
+pub(crate) async fn enabled_flags(c: &impl CachingClient) -> Result<Vec<String>> {
+    let stmt = c.prepare_cached(ENABLED_FLAGS).await?;
+    let rows = c.query(&stmt, &[]).await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// A row of `worker/queue_stats.sql`.
+pub(crate) struct QueueStat {
+    pub queue: String,
+    pub depth: i64,
+    pub oldest_age_secs: f64,
+}
+
+/// `worker/queue_stats.sql`: runnable depth and oldest age per queue.
+pub(crate) async fn queue_stats(c: &impl CachingClient) -> Result<Vec<QueueStat>> {
+    let stmt = c.prepare_cached(QUEUE_STATS).await?;
+    let rows = c.query(&stmt, &[]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(QueueStat {
+                queue: r.try_get(0)?,
+                depth: r.try_get(1)?,
+                oldest_age_secs: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// What one retention batch (`worker/prune.sql`) deleted.
+pub(crate) struct PruneRow {
+    pub jobs: i64,
+    pub events: i64,
+    pub audit: i64,
+}
+
+/// `worker/prune.sql`: one retention batch.
+pub(crate) async fn prune(
+    c: &impl GenericClient,
+    jobs_before: DateTime<Utc>,
+    audit_before: DateTime<Utc>,
+    batch: i32,
+) -> Result<PruneRow> {
+    let r = c
+        .query_one(PRUNE, &[&jobs_before, &audit_before, &batch])
+        .await?;
+    Ok(PruneRow {
+        jobs: r.try_get(0)?,
+        events: r.try_get(1)?,
+        audit: r.try_get(2)?,
+    })
+}
+
+/// `worker/queued_estimate.sql`: queued jobs, counted up to 10,001.
+pub(crate) async fn queued_estimate(c: &impl GenericClient) -> Result<i64> {
+    Ok(c.query_one(QUEUED_ESTIMATE, &[]).await?.try_get(0)?)
+}
+
+/// `worker/try_lead.sql`: true when this transaction now holds lock `key`.
+pub(crate) async fn try_lead(c: &impl GenericClient, key: i64) -> Result<bool> {
+    Ok(c.query_one(TRY_LEAD, &[&key]).await?.try_get(0)?)
+}
+
+/// `worker/notification_usage.sql`: the NOTIFY queue's fill ratio.
+pub(crate) async fn notification_usage(c: &impl GenericClient) -> Result<f64> {
+    Ok(c.query_one(NOTIFICATION_USAGE, &[]).await?.try_get(0)?)
+}
+
+// ---------------------------------------------------------------- api
+
+/// A row of `api/find_idempotent.sql`.
+pub(crate) struct IdempotentRow {
+    pub id: Uuid,
+    pub status: String,
+    /// The earlier request asked for the same job type, queue and payload.
+    pub same_request: bool,
+}
+
+/// `api/find_idempotent.sql`: the job an earlier request with this key made.
+pub(crate) async fn find_idempotent(
+    c: &impl GenericClient,
+    tenant: &str,
+    key: &str,
+    job_type: &str,
+    queue: &str,
+    payload: &Value,
+) -> Result<Option<IdempotentRow>> {
+    let row = c
+        .query_opt(FIND_IDEMPOTENT, &[&tenant, &key, &job_type, &queue, payload])
+        .await?;
+    row.map(|r| {
+        Ok(IdempotentRow {
+            id: r.try_get("id")?,
+            status: r.try_get("status")?,
+            same_request: r.try_get("same_request")?,
+        })
+    })
+    .transpose()
+}
+
+/// `api/list_jobs.sql`: one tenant's jobs, newest first (rows for the
+/// shim's `view`).
+pub(crate) async fn api_list_jobs(
+    c: &impl GenericClient,
+    tenant: &str,
+    status: Option<&str>,
+    job_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Row>> {
+    Ok(c.query(API_LIST_JOBS, &[&tenant, &status, &job_type, &limit])
+        .await?)
+}
+
+/// `api/get_job.sql`: one job of one tenant, with payload and result.
+pub(crate) async fn api_get_job(c: &impl GenericClient, id: Uuid, tenant: &str) -> Result<Option<Row>> {
+    Ok(c.query_opt(API_GET_JOB, &[&id, &tenant]).await?)
+}
+
+/// `api/set_tenant.sql`: binds the current transaction to `tenant`.
+pub(crate) async fn set_tenant(c: &impl GenericClient, tenant: &str) -> Result<()> {
+    c.execute(SET_TENANT, &[&tenant]).await?;
+    Ok(())
+}
+
+/// `api/job_exists.sql`.
+pub(crate) async fn job_exists(c: &impl GenericClient, id: Uuid, tenant: &str) -> Result<bool> {
+    Ok(c.query_opt(JOB_EXISTS, &[&id, &tenant]).await?.is_some())
+}
+
+/// `api/role_bypasses_rls.sql`: `None` when the role row cannot be read.
+pub(crate) async fn role_bypasses_rls(c: &impl GenericClient) -> Result<Option<bool>> {
+    let row = c.query_opt(ROLE_BYPASSES_RLS, &[]).await?;
+    Ok(row.and_then(|r| r.try_get(0).ok()))
+}
+
+// ---------------------------------------------------------------- shared
+
+/// Parameters of `shared/insert_job.sql` (and, as arrays, of
+/// `shared/insert_jobs.sql`).
+pub(crate) struct InsertJobParams<'a> {
+    pub job_type: &'a str,
+    pub queue: &'a str,
+    pub priority: i16,
+    pub payload: &'a Value,
+    pub max_attempts: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub timeout_secs: Option<f64>,
+    pub tenant: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub policy_token: Option<&'a str>,
+    pub dry_run: bool,
+}
+
+/// A row of `shared/insert_job.sql`.
+pub(crate) struct InsertedRow {
+    pub id: Uuid,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `shared/insert_job.sql`: `None` when the tenant already used the key.
+pub(crate) async fn insert_job(
+    c: &impl GenericClient,
+    p: &InsertJobParams<'_>,
+) -> Result<Option<InsertedRow>> {
+    let row = c
+        .query_opt(
+            INSERT_JOB,
+            &[
+                &p.job_type,
+                &p.queue,
+                &p.priority,
+                p.payload,
+                &p.max_attempts,
+                &p.run_at,
+                &p.timeout_secs,
+                &p.tenant,
+                &p.idempotency_key,
+                &p.policy_token,
+                &p.dry_run,
+            ],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(InsertedRow {
+            id: r.try_get(0)?,
+            status: r.try_get(1)?,
+            created_at: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// `shared/insert_jobs.sql`: the ids of the rows created, in one statement.
+pub(crate) async fn insert_jobs(c: &impl GenericClient, jobs: &[InsertJobParams<'_>]) -> Result<Vec<Uuid>> {
+    let col = |f: &dyn Fn(&InsertJobParams<'_>) -> Option<String>| -> Vec<Option<String>> {
+        jobs.iter().map(f).collect()
+    };
+    let job_types: Vec<&str> = jobs.iter().map(|j| j.job_type).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+    let payloads: Vec<&Value> = jobs.iter().map(|j| j.payload).collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_secs).collect();
+    let tenants = col(&|j| j.tenant.map(String::from));
+    let keys = col(&|j| j.idempotency_key.map(String::from));
+    let tokens = col(&|j| j.policy_token.map(String::from));
+    let dry_runs: Vec<bool> = jobs.iter().map(|j| j.dry_run).collect();
+    let rows = c
+        .query(
+            INSERT_JOBS,
+            &[
+                &job_types,
+                &queues,
+                &priorities,
+                &payloads,
+                &max_attempts,
+                &run_ats,
+                &timeouts,
+                &tenants,
+                &keys,
+                &tokens,
+                &dry_runs,
+            ],
+        )
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// Parameters of `shared/cancel_job.sql`.
+pub(crate) struct CancelJobParams<'a> {
+    pub id: Uuid,
+    pub reason: Option<&'a str>,
+    pub actor: &'a str,
+    /// `None`: any tenant (operators).
+    pub tenant: Option<&'a str>,
+    pub via: &'a str,
+}
+
+/// `shared/cancel_job.sql`: the status afterwards, or `None` when there is no
+/// such unfinished job.
+pub(crate) async fn cancel_job(c: &impl GenericClient, p: &CancelJobParams<'_>) -> Result<Option<String>> {
+    let row = c
+        .query_opt(CANCEL_JOB, &[&p.id, &p.reason, &p.actor, &p.tenant, &p.via])
+        .await?;
+    row.map(|r| Ok(r.try_get(0)?)).transpose()
+}
+
+/// `shared/retry_job.sql`: false when the job is not failed or cancelled.
+pub(crate) async fn retry_job(
+    c: &impl GenericClient,
+    id: Uuid,
+    reason: Option<&str>,
+    actor: &str,
+) -> Result<bool> {
+    Ok(c.query_opt(RETRY_JOB, &[&id, &reason, &actor])
+        .await?
+        .is_some())
+}
+
+/// Parameters of `shared/set_flag.sql`.
+pub(crate) struct SetFlagParams<'a> {
+    pub name: &'a str,
+    pub enabled: bool,
+    pub reason: Option<&'a str>,
+    pub by: &'a str,
+    pub cancel_running: bool,
+}
+
+/// `shared/set_flag.sql`: how many running jobs were asked to cancel.
+pub(crate) async fn set_flag(c: &impl GenericClient, p: &SetFlagParams<'_>) -> Result<i64> {
+    let row = c
+        .query_one(
+            SET_FLAG,
+            &[&p.name, &p.enabled, &p.reason, &p.by, &p.cancel_running],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// `shared/audit.sql`: one audit row.
+pub(crate) async fn audit(
+    c: &impl GenericClient,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    tenant: Option<&str>,
+    detail: &Value,
+) -> Result<()> {
+    c.execute(AUDIT, &[&actor, &action, &target, &tenant, detail])
+        .await?;
+    Ok(())
+}
+
+/// `shared/key_lookup.sql`: the key stored under `hash`.
+pub(crate) async fn key_lookup(c: &impl GenericClient, hash: &[u8]) -> Result<Option<Row>> {
+    Ok(c.query_opt(KEY_LOOKUP, &[&hash]).await?)
+}
+
+/// Parameters of `shared/key_create.sql`.
+pub(crate) struct KeyCreateParams<'a> {
+    pub name: &'a str,
+    pub hash: &'a [u8],
+    pub prefix: &'a str,
+    pub scopes: &'a [String],
+    pub tenant: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_by: &'a str,
+}
+
+/// `shared/key_create.sql`: the new key's id.
+pub(crate) async fn key_create(c: &impl GenericClient, p: &KeyCreateParams<'_>) -> Result<Uuid> {
+    let row = c
+        .query_one(
+            KEY_CREATE,
+            &[
+                &p.name,
+                &p.hash,
+                &p.prefix,
+                &p.scopes,
+                &p.tenant,
+                &p.expires_at,
+                &p.created_by,
+            ],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// `shared/key_list.sql`.
+pub(crate) async fn key_list(c: &impl GenericClient) -> Result<Vec<Row>> {
+    Ok(c.query(KEY_LIST, &[]).await?)
+}
+
+/// `shared/key_revoke.sql`: the revoked key's tenant, `None` when there was
+/// no such active key.
+pub(crate) async fn key_revoke(c: &impl GenericClient, id: Uuid) -> Result<Option<String>> {
+    let row = c.query_opt(KEY_REVOKE, &[&id]).await?;
+    row.map(|r| Ok(r.try_get(0)?)).transpose()
+}
+
+/// `shared/list_flags.sql`.
+pub(crate) async fn list_flags(c: &impl GenericClient) -> Result<Vec<Row>> {
+    Ok(c.query(LIST_FLAGS, &[]).await?)
+}
+
+/// `shared/list_jobs.sql`.
+pub(crate) async fn list_jobs(
+    c: &impl GenericClient,
+    status: Option<&str>,
+    job_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Row>> {
+    Ok(c.query(LIST_JOBS, &[&status, &job_type, &limit]).await?)
+}
+
+/// `shared/show_job.sql`.
+pub(crate) async fn show_job(c: &impl GenericClient, id: Uuid) -> Result<Option<Row>> {
+    Ok(c.query_opt(SHOW_JOB, &[&id]).await?)
+}
+
+/// `shared/job_events.sql`.
+pub(crate) async fn job_events(c: &impl GenericClient, id: Uuid) -> Result<Vec<Row>> {
+    Ok(c.query(JOB_EVENTS, &[&id]).await?)
+}

@@ -1,0 +1,247 @@
+//! The claimer: fetches as many runnable jobs as there are free slots (plus
+//! the prefetch allowance), in one short committed statement (`FOR UPDATE
+//! SKIP LOCKED`), and hands each to an executor task. It wakes on NOTIFY, on
+//! a freed slot after a full fetch, and on the poll interval as the backstop.
+//!
+//! Prefetch: while jobs are short, a claim also takes up to
+//! `worker.prefetch` jobs beyond the free slots. Each waits in its task for a
+//! slot, so a slot freed by a finished job starts the next one at once rather
+//! than after a round trip. The claimer refills only when half of that
+//! allowance is used up, which keeps claims large: a claim's cost hardly
+//! depends on how many rows it takes (measured: 10-row claims and
+//! completions cost 150 µs of CPU per job, 200-row ones 55 µs). Held jobs are
+//! `running` rows with this worker's lease, renewed by the heartbeat like any
+//! other. One that waits too long, whose type gets disabled, or that is still
+//! waiting when the worker stops goes back to `queued` with its attempt
+//! refunded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::backoff::Backoff;
+use super::executor::{self, ClaimedJob, Completion};
+use super::prefetch::{Prefetched, STOPPED_BEFORE_START, Slot, claim_room};
+use super::state::Shared;
+use crate::db::queries;
+use crate::error::{Error, Result};
+
+/// The claimer's dependencies.
+pub(crate) struct Claimer {
+    /// Config, flags, pool, running map, prefetch state.
+    pub shared: Arc<Shared>,
+    /// One permit per execution slot (`worker.concurrency`).
+    pub slots: Arc<Semaphore>,
+    /// Where outcomes go (the completer).
+    pub completions: mpsc::Sender<Completion>,
+    /// Every job task, so that the drain can wait for them.
+    pub tracker: TaskTracker,
+    /// Parent of every job's token: cancelled when the drain time is over.
+    pub jobs_root: CancellationToken,
+    /// Claimed jobs waiting for a slot (shared with `Prefetch::waiting`).
+    pub prefetched: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy)]
+enum Wake {
+    Start,
+    Notify,
+    Poll,
+    Slot,
+}
+
+impl Claimer {
+    /// Runs until `stop_claiming` is cancelled.
+    pub async fn run(self, stop_claiming: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut wake = Wake::Start;
+        loop {
+            if stop_claiming.is_cancelled() {
+                return;
+            }
+            let cfg = self.shared.cfg();
+            let prefetch = if self.shared.prefetch.jobs_are_short() {
+                cfg.prefetch()
+            } else {
+                0
+            };
+            let room = claim_room(
+                self.slots.available_permits(),
+                self.prefetched.load(Ordering::Acquire),
+                prefetch,
+            );
+            self.shared.mark_loop();
+            if room == 0 {
+                // Bounded, so that a daemon busy with long jobs still shows a
+                // turning loop to the watchdog.
+                tokio::select! {
+                    _ = stop_claiming.cancelled() => return,
+                    _ = self.shared.signals.slot_freed.notified() => { wake = Wake::Slot; continue; }
+                    _ = tokio::time::sleep(cfg.poll_interval) => continue,
+                }
+            }
+            let types = self.shared.live.enabled_job_types();
+            if !types.is_empty() {
+                match self.claim(room, &types).await {
+                    Ok(jobs) => {
+                        self.shared.mark_db_ok();
+                        backoff.reset();
+                        let n = jobs.len();
+                        let counter = match wake {
+                            Wake::Notify => Some(&self.shared.stats.notify_claims),
+                            Wake::Poll => Some(&self.shared.stats.poll_claims),
+                            Wake::Start | Wake::Slot => None,
+                        };
+                        if let Some(c) = counter {
+                            c.fetch_add(n as u64, Ordering::Relaxed);
+                            let source = if matches!(wake, Wake::Notify) {
+                                "notify"
+                            } else {
+                                "poll"
+                            };
+                            metrics::counter!("opsrunner_job_pickups_total", "source" => source)
+                                .increment(n as u64);
+                        }
+                        for job in jobs {
+                            self.launch(job, &stop_claiming).await;
+                        }
+                        if n == room {
+                            // More may be waiting: fetch again as slots free up.
+                            wake = Wake::Slot;
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        self.shared.db_error();
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in = ?delay, "claim failed");
+                        tokio::select! {
+                            _ = stop_claiming.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop_claiming.cancelled() => return,
+                _ = self.shared.signals.wake.notified() => wake = Wake::Notify,
+                _ = tokio::time::sleep(cfg.poll_interval) => wake = Wake::Poll,
+            }
+        }
+    }
+
+    async fn claim(&self, n: usize, types: &[String]) -> Result<Vec<ClaimedJob>> {
+        let shared = &self.shared;
+        let client = shared.pool.get().await.map_err(Error::from)?;
+        let cfg = shared.cfg();
+        let queues = (!cfg.queues.is_empty()).then_some(cfg.queues.as_slice());
+        let rows = queries::claim(
+            &client,
+            &queries::ClaimParams {
+                job_types: types,
+                queues,
+                limit: n as i64,
+                owner: &shared.owner,
+                lease_secs: cfg.lease.as_secs_f64(),
+            },
+        )
+        .await?;
+        shared
+            .stats
+            .claimed
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        rows.iter().map(ClaimedJob::from_row).collect()
+    }
+
+    async fn launch(&self, job: ClaimedJob, stop_claiming: &CancellationToken) {
+        if stop_claiming.is_cancelled() {
+            // The stop came while the claim was on its way: a stopping
+            // daemon starts nothing new, so the job goes straight back.
+            let outcome = executor::Outcome::Requeue(STOPPED_BEFORE_START.into());
+            end_unstarted(&self.completions, &job, outcome).await;
+            return;
+        }
+        let Some(handler) = self.shared.live.registry().get(&job.job_type) else {
+            // Only registered types are claimed, so this is a bug; end the job
+            // with an error rather than leave the row running.
+            tracing::error!(job_type = %job.job_type, "claimed a job type with no handler");
+            let why = "no handler registered for this job type";
+            end_unstarted(
+                &self.completions,
+                &job,
+                executor::Outcome::Failed(why.into()),
+            )
+            .await;
+            return;
+        };
+        let labels = [
+            ("job_type", job.job_type.clone()),
+            ("queue", job.queue.clone()),
+        ];
+        metrics::counter!("opsrunner_jobs_claimed_total", &labels).increment(1);
+        metrics::histogram!("opsrunner_job_queue_wait_seconds", &labels)
+            .record(job.queue_wait.as_secs_f64());
+        let (token, reason) = self.shared.running.track(job.id, &self.jobs_root);
+        let shared = self.shared.clone();
+        let completions = self.completions.clone();
+        // A free slot is taken here, in claim order; otherwise the job is
+        // prefetched and its task queues for a slot (the semaphore is fair).
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Slot::Taken(permit),
+            Err(_) => {
+                let n = self.prefetched.fetch_add(1, Ordering::AcqRel) + 1;
+                metrics::gauge!("opsrunner_jobs_prefetched").set(n as f64);
+                Slot::Wait(Prefetched {
+                    slots: self.slots.clone(),
+                    count: self.prefetched.clone(),
+                    stop: stop_claiming.clone(),
+                })
+            }
+        };
+        let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
+        self.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                let permit = match slot {
+                    Slot::Taken(p) => Some(p),
+                    Slot::Wait(w) => match w.wait_for_slot(&shared, &job, &token).await {
+                        Ok(p) => p,
+                        Err(why) => {
+                            tracing::debug!(why, "prefetched job returned to the queue");
+                            let outcome = executor::Outcome::Requeue(why.into());
+                            end_unstarted(&completions, &job, outcome).await;
+                            return;
+                        }
+                    },
+                };
+                tracing::debug!("started");
+                let completion =
+                    executor::execute(shared.clone(), job, handler, token, reason).await;
+                tracing::debug!(outcome = ?completion.outcome, "finished");
+                shared.prefetch.record_job_time(completion.duration);
+                // Only fails when the completer is gone, i.e. after a forced
+                // stop: the lease expiry recovers the job then.
+                let _ = completions.send(completion).await;
+                drop(permit);
+                shared.signals.slot_freed.notify_one();
+            },
+            span,
+        ));
+    }
+}
+
+/// Ends a claimed job that will not run here with `outcome`, written by the
+/// completer like any other.
+async fn end_unstarted(
+    completions: &mpsc::Sender<Completion>,
+    job: &ClaimedJob,
+    outcome: executor::Outcome,
+) {
+    // Only fails when the completer is gone (a forced stop): the lease expiry
+    // recovers the job then.
+    let _ = completions.send(Completion::unstarted(job, outcome)).await;
+}

@@ -1,0 +1,188 @@
+//! What the worker's services share, in five documented parts, so that each
+//! service's needs can be read off the parts it touches (and narrowed to
+//! them later, as River's per-service configs do). A leaf: it imports no
+//! sibling service.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+use tokio::sync::Notify;
+
+use super::flag_cache::FlagSet;
+use super::prefetch::Prefetch;
+use super::running::RunningJobs;
+use super::stats::Stats;
+use crate::config::{DbConfig, DbUrl, RetentionConfig, WorkerConfig};
+use crate::handlers::Registry;
+
+/// What may be claimed and how: swapped on SIGHUP (config, registry) or on a
+/// flag change (flags). A running job keeps the handler and timeout it
+/// started with.
+pub(crate) struct Live {
+    /// `[worker]`; readers take a snapshot with [`Live::cfg`].
+    cfg: RwLock<Arc<WorkerConfig>>,
+    /// Handlers by type; readers take a snapshot with [`Live::registry`].
+    registry: RwLock<Arc<Registry>>,
+    /// The flags that are on, reloaded on NOTIFY and every
+    /// `flags_reload_interval`.
+    pub flags: FlagSet,
+}
+
+impl Live {
+    pub fn new(cfg: WorkerConfig, registry: Registry) -> Self {
+        Self {
+            cfg: RwLock::new(Arc::new(cfg)),
+            registry: RwLock::new(Arc::new(registry)),
+            flags: FlagSet::default(),
+        }
+    }
+
+    /// The current `[worker]` settings.
+    pub fn cfg(&self) -> Arc<WorkerConfig> {
+        match self.cfg.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current handlers.
+    pub fn registry(&self) -> Arc<Registry> {
+        match self.registry.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in new settings and handlers (SIGHUP).
+    pub fn replace(&self, cfg: WorkerConfig, registry: Registry) {
+        if let Ok(mut c) = self.cfg.write() {
+            *c = Arc::new(cfg);
+        }
+        if let Ok(mut r) = self.registry.write() {
+            *r = Arc::new(registry);
+        }
+    }
+
+    /// Registered job types whose flag is on.
+    pub fn enabled_job_types(&self) -> Vec<String> {
+        if self.paused() {
+            return Vec::new();
+        }
+        let mut v = self.registry().sorted_job_types();
+        v.retain(|t| self.flags.is_enabled(t));
+        v
+    }
+
+    /// Whether `job_type` is among `enabled_job_types()`, without building
+    /// the list (checked for each prefetched job as it starts).
+    pub fn job_type_enabled(&self, job_type: &str) -> bool {
+        !self.paused() && self.flags.is_enabled(job_type) && self.registry().get(job_type).is_some()
+    }
+
+    fn paused(&self) -> bool {
+        self.flags.is_enabled(crate::jobs::PAUSE_FLAG)
+    }
+}
+
+/// Wake-ups between services; each is a `Notify`, so a wake-up sent while
+/// nobody waits is kept for the next wait (one permit).
+#[derive(Default)]
+pub(crate) struct Signals {
+    /// Jobs may be waiting (NOTIFY, catch-up after reconnect, rescue, flag
+    /// change): the claimer fetches.
+    pub wake: Notify,
+    /// A slot was freed after a full claim: the claimer may fetch more.
+    pub slot_freed: Notify,
+    /// A flag changed (NOTIFY) or the listener reconnected: reload flags.
+    pub flags_changed: Notify,
+    /// A cancellation was requested somewhere: check our running jobs now.
+    pub cancel_check: Notify,
+}
+
+/// What the watchdog and `/readyz` judge health by.
+pub(crate) struct Health {
+    /// The LISTEN connection is established.
+    pub listener_up: AtomicBool,
+    /// When a database call last succeeded, in ms since `started`.
+    pub last_db_ok_ms: AtomicU64,
+    /// When the claim loop last turned, in ms since `started`.
+    pub last_loop_ms: AtomicU64,
+    /// The clock the two marks count from.
+    started: Instant,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            listener_up: AtomicBool::new(false),
+            last_db_ok_ms: AtomicU64::new(0),
+            last_loop_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Health {
+    /// Milliseconds since the worker was built.
+    pub fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// Everything the worker's tasks share.
+pub(crate) struct Shared {
+    /// What may be claimed (config, handlers, flags).
+    pub live: Live,
+    /// Wake-ups between services.
+    pub signals: Signals,
+    /// Health marks for the watchdog and `/readyz`.
+    pub health: Health,
+    /// Jobs this process runs or holds, with their tokens.
+    pub running: RunningJobs,
+    /// The prefetch rule's state.
+    pub prefetch: Prefetch,
+    /// `[db]` as started (a change needs a restart).
+    pub db_config: DbConfig,
+    /// `[retention]`, for the elected pruner.
+    pub retention: RetentionConfig,
+    /// Where the LISTEN connection goes (`OPSRUNNER_LISTEN_URL`).
+    pub listen_url: DbUrl,
+    /// This process's lease owner name: `host:pid:random`.
+    pub owner: String,
+    /// Claims, completions, heartbeats, maintenance (generic plans).
+    pub pool: Pool,
+    /// Action job types and the secret their tokens are checked with. Fixed
+    /// for the life of the process (a new secret needs a restart).
+    pub policy: crate::policy::Policy,
+    /// Counters for tests, embedders and STATUS=.
+    pub stats: Arc<Stats>,
+}
+
+impl Shared {
+    /// The current `[worker]` settings.
+    pub fn cfg(&self) -> Arc<WorkerConfig> {
+        self.live.cfg()
+    }
+
+    /// Counts a failed database call.
+    pub fn db_error(&self) {
+        self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("opsrunner_db_errors_total").increment(1);
+    }
+
+    /// Marks a successful database call (health).
+    pub fn mark_db_ok(&self) {
+        self.health
+            .last_db_ok_ms
+            .store(self.health.clock_ms(), Ordering::Relaxed);
+    }
+
+    /// Marks a turn of the claim loop (health).
+    pub fn mark_loop(&self) {
+        self.health
+            .last_loop_ms
+            .store(self.health.clock_ms(), Ordering::Relaxed);
+    }
+}
