@@ -8,7 +8,7 @@ use tokio_postgres::GenericClient;
 use crate::db::queries;
 use crate::error::Result;
 
-/// One audit row ([`write`]).
+/// One audit row ([`write()`]).
 #[derive(Debug, Clone)]
 pub struct AuditEntry<'a> {
     /// Who: `user@host`, `key:<name>`, `master`, a worker's lease owner.
@@ -28,7 +28,7 @@ pub async fn write(client: &impl GenericClient, e: &AuditEntry<'_>) -> Result<()
     queries::audit(client, e.actor, e.action, e.target, e.tenant, e.detail).await
 }
 
-/// Appends one audit row (the positional form of [`write`]).
+/// Appends one audit row (the positional form of [`write()`]).
 pub async fn record(
     client: &impl GenericClient,
     actor: &str,

@@ -79,7 +79,7 @@ impl From<deadpool_postgres::PoolError> for Error {
     }
 }
 
-/// `Result` with [`Error`] as the default error.
+/// `Result` with [`enum@Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// tokio-postgres' own Display says only "db error"; the server's message is

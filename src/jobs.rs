@@ -398,41 +398,69 @@ pub async fn retry(
     queries::retry_job(client, id, reason.as_deref(), &actor).await
 }
 
+/// A job as `jobs list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
+    /// The job's id.
     pub id: Uuid,
+    /// Its type.
     pub job_type: String,
+    /// Its queue.
     pub queue: String,
+    /// Its status.
     pub status: String,
+    /// Attempts started.
     pub attempt: i32,
+    /// Attempts allowed.
     pub max_attempts: i32,
+    /// When it was enqueued.
     pub created_at: DateTime<Utc>,
+    /// When it reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// One transition of a job (`ops_job_events`).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobEvent {
+    /// The status before (`None` for the insert).
     pub from_status: Option<String>,
+    /// The status after.
     pub to_status: String,
+    /// The attempt it happened in.
     pub attempt: i32,
+    /// The worker (lease owner) or operator involved.
     pub worker: Option<String>,
+    /// Why: an error, a cancel reason, a rescue.
     pub detail: Option<String>,
+    /// When (database clock).
     pub at: DateTime<Utc>,
 }
 
+/// A job as `jobs show` shows it: the row and its transitions.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobDetail {
+    /// What `jobs list` shows.
     #[serde(flatten)]
     pub summary: JobSummary,
+    /// Lower runs first.
     pub priority: i16,
+    /// The payload.
     pub payload: Value,
+    /// The result (at most 10 KB).
     pub result: Option<Value>,
+    /// The last error (at most 500 characters).
     pub error: Option<String>,
+    /// Runs no earlier than this.
     pub run_at: DateTime<Utc>,
+    /// Cancellation was asked for.
     pub cancel_requested: bool,
+    /// The worker holding it, while running.
     pub lease_owner: Option<String>,
+    /// When the last attempt started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the row last changed.
     pub updated_at: DateTime<Utc>,
+    /// Its transitions, oldest first.
     pub events: Vec<JobEvent>,
 }
 

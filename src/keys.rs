@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::db::queries;
 use crate::error::{Error, Result};
 
+/// Every scope a key may carry.
 pub const SCOPES: &[&str] = &["jobs:read", "jobs:write", "jobs:cancel"];
 const KEY_PREFIX: &str = "opsk_";
 /// Characters of a key kept for display (`opsk_` plus 6).
@@ -24,6 +25,7 @@ const SHOWN_PREFIX: usize = 11;
 /// The master key's variable (or `OPS_API_KEY_FILE`).
 pub const MASTER_KEY_VAR: &str = "OPS_API_KEY";
 
+/// The SHA-256 of a key: what is stored and compared.
 pub fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -39,6 +41,7 @@ pub fn generate() -> String {
     format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Parses a comma-separated scope list; refuses unknown scopes.
 pub fn parse_scopes(list: &str) -> Result<Vec<String>> {
     let mut scopes: Vec<String> = Vec::new();
     for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -58,17 +61,26 @@ pub fn parse_scopes(list: &str) -> Result<Vec<String>> {
     Ok(scopes)
 }
 
+/// A key as `keys list` shows it (never the key or its hash).
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyInfo {
+    /// The key's id.
     pub id: Uuid,
+    /// A label for operators.
     pub name: String,
     /// The first characters of the key, to tell keys apart.
     pub prefix: String,
+    /// What it may do.
     pub scopes: Vec<String>,
+    /// The tenant it acts for.
     pub tenant: String,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Who created it.
     pub created_by: Option<String>,
+    /// When it stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -108,6 +120,7 @@ pub async fn create(
     Ok((id, key))
 }
 
+/// Every key, oldest first.
 pub async fn list(client: &impl GenericClient) -> Result<Vec<KeyInfo>> {
     let rows = queries::key_list(client).await?;
     rows.iter()
@@ -148,14 +161,21 @@ pub async fn revoke(client: &impl GenericClient, id: Uuid, by: &str) -> Result<b
 /// A stored key, as found by its hash.
 #[derive(Debug, Clone)]
 pub struct StoredKey {
+    /// The key's id.
     pub id: Uuid,
+    /// Its label.
     pub name: String,
+    /// What it may do.
     pub scopes: Vec<String>,
+    /// The tenant it acts for.
     pub tenant: String,
+    /// It was revoked.
     pub revoked: bool,
+    /// It has expired.
     pub expired: bool,
 }
 
+/// Finds a presented key by its hash; `None` for an unknown key.
 pub async fn lookup(client: &impl GenericClient, key: &str) -> Result<Option<StoredKey>> {
     // Keys of another shape cannot exist: skip the query.
     if !key.starts_with(KEY_PREFIX) || key.len() > 128 {

@@ -39,6 +39,7 @@ pub struct Claims {
     pub actor: String,
     /// The job type it permits.
     pub action: String,
+    /// Scopes it grants, e.g. `ops:execute`.
     pub scopes: Vec<String>,
     /// Expiry, Unix seconds.
     pub exp: i64,
@@ -47,18 +48,25 @@ pub struct Claims {
 /// Why a token was refused. The message carries no part of the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// No token with an action job.
     #[error("a policy token is required for this job type")]
     Missing,
+    /// Not a token.
     #[error("policy token is malformed")]
     Malformed,
+    /// Not signed with our secret.
     #[error("policy token signature is invalid")]
     BadSignature,
+    /// Past its expiry.
     #[error("policy token has expired")]
     Expired,
+    /// Signed for another job type.
     #[error("policy token is for a different action")]
     WrongAction,
+    /// Signed for another tenant.
     #[error("policy token is for a different tenant")]
     WrongTenant,
+    /// Lacks the scope the action needs.
     #[error("policy token lacks the required scope")]
     MissingScope,
 }
@@ -82,6 +90,7 @@ impl Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
+    /// The action job type.
     pub job_type: String,
     /// Defaults to `ops:execute`.
     #[serde(default = "default_scope")]
@@ -92,6 +101,7 @@ fn default_scope() -> String {
     "ops:execute".into()
 }
 
+/// `[policy]`: which job types are actions and whether they need tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -111,6 +121,7 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// Checks the names and scopes.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.actions.iter().enumerate() {
@@ -135,6 +146,7 @@ impl PolicyConfig {
     }
 }
 
+/// `[a-z0-9:_.-]{1,64}`.
 pub fn valid_scope(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -147,12 +159,15 @@ pub fn valid_scope(s: &str) -> bool {
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    /// A secret from its bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
         Self(bytes.into())
     }
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -217,6 +232,7 @@ impl Policy {
         self.config.actions.iter().find(|a| a.job_type == job_type)
     }
 
+    /// Whether `job_type` is an action job type (needs a token).
     pub fn is_action(&self, job_type: &str) -> bool {
         self.action(job_type).is_some()
     }

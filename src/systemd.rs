@@ -15,7 +15,7 @@ pub fn send(states: &[NotifyState]) {
     }
 }
 
-/// READY=1 with a status line (the shim; the worker's loop is [`run`]).
+/// READY=1 with a status line (the shim; the worker's loop is `worker::watchdog`).
 pub fn notify_ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }

@@ -78,11 +78,15 @@ pub fn master_key_from_env(env: AppEnv) -> Result<Option<MasterKey>> {
 }
 
 impl MasterKey {
+    /// The master key's hash, from the key itself (tests, embedders).
     pub fn from_key(key: &str) -> Self {
         Self(crate::keys::hash(key))
     }
 }
 
+/// What every request handler of the shim shares: its own pool (default
+/// plans), settings, master key, handlers (for payload checks), policy and
+/// rate limiters.
 pub struct ApiState {
     pub(crate) pool: Pool,
     pub(crate) cfg: ApiConfig,
@@ -92,9 +96,11 @@ pub struct ApiState {
     pub(crate) limits: ratelimit::Limits,
 }
 
+/// The shim's state as axum holds it.
 pub type SharedState = Arc<ApiState>;
 
 impl ApiState {
+    /// Builds the state and the shim's pool; connects nothing yet.
     pub fn new(
         config: &Config,
         master: Option<MasterKey>,

@@ -22,6 +22,7 @@ use super::jobs;
     tags((name = "jobs", description = "Enqueue and inspect jobs"),
          (name = "health", description = "Liveness and readiness"))
 )]
+/// The shim's OpenAPI document (`opsrunner openapi`).
 pub struct ApiDoc;
 
 struct KeyAuth;

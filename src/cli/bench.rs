@@ -65,20 +65,31 @@ impl Default for BenchOptions {
     }
 }
 
+/// The server the numbers were measured on.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerInfo {
+    /// `server_version`.
     pub version: String,
+    /// `synchronous_commit`.
     pub synchronous_commit: String,
+    /// `fsync`.
     pub fsync: String,
+    /// `shared_buffers`.
     pub shared_buffers: String,
+    /// Cores of this machine.
     pub cpus: usize,
+    /// Whether the bench started its own cluster.
     pub throwaway_cluster: bool,
 }
 
+/// An enqueue measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnqueueResult {
+    /// Rows inserted.
     pub rows: u64,
+    /// Wall time.
     pub seconds: f64,
+    /// Rows per second.
     pub rows_per_second: f64,
 }
 
@@ -92,17 +103,25 @@ impl EnqueueResult {
     }
 }
 
+/// The end-to-end processing measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessResult {
+    /// Jobs drained.
     pub jobs: u64,
+    /// Worker processes.
     pub workers: usize,
+    /// Slots per worker.
     pub concurrency: usize,
+    /// From the flag turned on to the last `finished_at` (server clock).
     pub seconds: f64,
+    /// Jobs per second.
     pub jobs_per_second: f64,
     /// CPU seconds used by the worker processes, and by the whole machine
     /// (every core), over the run.
     pub worker_cpu_seconds: f64,
+    /// CPU seconds the whole machine spent meanwhile.
     pub machine_cpu_seconds: f64,
+    /// Wall seconds times cores: the CPU time there was.
     pub wall_cpu_capacity_seconds: f64,
     /// Transactions committed in the benchmark database per job processed
     /// (claims, completions, heartbeats, maintenance; from pg_stat_database,
@@ -110,24 +129,36 @@ pub struct ProcessResult {
     pub commits_per_job: f64,
 }
 
+/// Enqueue-to-start latency into an idle worker (server clock).
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyResult {
+    /// Jobs measured.
     pub samples: u64,
+    /// Median, ms.
     pub p50_ms: f64,
+    /// 95th percentile, ms.
     pub p95_ms: f64,
+    /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// Slowest, ms.
     pub max_ms: f64,
 }
 
+/// Everything `opsrunner bench` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Where.
     pub server: ServerInfo,
+    /// Single-row INSERTs, one commit each.
     pub enqueue_single: EnqueueResult,
+    /// One batched INSERT.
     pub enqueue_batch: EnqueueResult,
     /// The same rows through `COPY ... FROM STDIN`, the bulk path for apps
     /// that can use it.
     pub enqueue_copy: EnqueueResult,
+    /// End-to-end processing.
     pub process: ProcessResult,
+    /// Enqueue-to-start latency.
     pub latency: LatencyResult,
     /// Only with `scale`.
     pub scale: Vec<ProcessResult>,

@@ -28,12 +28,15 @@ pub use ctx::Ctx;
 #[command(
     name = "opsrunner",
     version,
-    about = "Runs operations jobs out of PostgreSQL"
+    about = "Runs operations jobs out of PostgreSQL",
+    long_about = None
 )]
+/// The command line.
 pub struct Cli {
     /// TOML config file (also OPSRUNNER_CONFIG).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,11 +52,13 @@ pub enum Command {
     Serve,
     /// Scoped API keys for the HTTP shim.
     Keys {
+        /// What to do with keys.
         #[command(subcommand)]
         command: KeysCommand,
     },
     /// Policy tokens for action job types.
     Token {
+        /// What to do with tokens.
         #[command(subcommand)]
         command: TokenCommand,
     },
@@ -72,11 +77,13 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Inspect jobs.
     Jobs {
+        /// What to do with jobs.
         #[command(subcommand)]
         command: JobsCommand,
     },
     /// Feature flags: one per job type; absent means off.
     Flags {
+        /// What to do with flags.
         #[command(subcommand)]
         command: FlagsCommand,
     },
@@ -151,31 +158,41 @@ pub struct EnqueueArgs {
 pub enum JobsCommand {
     /// Newest first.
     List {
+        /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Only jobs of this type.
         #[arg(long = "type")]
         job_type: Option<String>,
+        /// At most this many (1..200).
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// One job with its transition history.
     Show {
+        /// The job's id.
         id: Uuid,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Put a failed or cancelled job back into the queue, attempts reset.
     Retry {
+        /// The job's id.
         id: Uuid,
+        /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Cancel a queued job now, or ask a running job's worker to stop it.
     /// For handlers that cannot stop, cancellation is intent only.
     Cancel {
+        /// The job's id.
         id: Uuid,
+        /// Why, for the job's error and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
@@ -199,12 +216,18 @@ pub enum KeysCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<Duration>,
     },
+    /// Every key, by prefix only.
     List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a key at once.
-    Revoke { id: Uuid },
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id (from `keys list`).
+        id: Uuid,
+    },
 }
 
 /// `opsrunner token …`.
@@ -233,15 +256,21 @@ pub enum TokenCommand {
 /// `opsrunner flags …`.
 #[derive(Subcommand, Debug)]
 pub enum FlagsCommand {
+    /// Every flag with its state, who changed it and why.
     List,
+    /// Claim jobs of this type again, on every daemon within a second.
     Enable {
+        /// The flag (a job type).
         name: String,
+        /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Stop claiming jobs of this type on every daemon within a second.
     Disable {
+        /// The flag (a job type).
         name: String,
+        /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
         /// Also ask running jobs of this type to cancel.
@@ -250,10 +279,13 @@ pub enum FlagsCommand {
     },
     /// The global switch: no daemon claims anything until `resume`.
     Pause {
+        /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Undo `pause`.
     Resume {
+        /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
     },

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Check;
 
+/// `[api]`: the HTTP shim.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
@@ -25,10 +26,12 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Sustained requests per second, and burst, per API key.
     pub rate_per_key: u32,
+    /// Burst per API key.
     pub burst_per_key: u32,
     /// Sustained requests per second, and burst, per client IP (checked
     /// before authentication, so it also slows key guessing).
     pub rate_per_ip: u32,
+    /// Burst per client IP.
     pub burst_per_ip: u32,
     /// Job types accepted besides those with a built-in or configured
     /// handler (types served by an embedding program's native handlers).

@@ -6,18 +6,23 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Check;
 
+/// `[db]`: the pool and the session limits every connection carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DbConfig {
     /// Pool connections for claims, completions, heartbeats and maintenance
     /// (the LISTEN connection is separate).
     pub pool_size: usize,
+    /// Longest wait for a pooled connection.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Longest wait for a new connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// `statement_timeout` of every session (server side).
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of every session.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
 }

@@ -47,6 +47,7 @@ impl DbUrl {
         })
     }
 
+    /// The parsed form, for connecting.
     pub fn pg_config(&self) -> &tokio_postgres::Config {
         &self.pg
     }

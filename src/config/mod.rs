@@ -37,6 +37,7 @@ pub use env::{AppEnv, config_path, database_url as database_url_from_env, secret
 pub use retention::RetentionConfig;
 pub use worker::WorkerConfig;
 
+/// `[metrics]`: the worker's /metrics, /healthz and /readyz.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -52,19 +53,24 @@ impl Default for MetricsConfig {
     }
 }
 
+/// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human format on a terminal, JSON otherwise.
     #[default]
     Auto,
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line (journald, log shippers).
     Json,
 }
 
+/// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    /// Text, JSON, or decided by whether stderr is a terminal.
     pub format: LogFormat,
     /// A tracing filter such as `info` or `opsrunner=debug`; RUST_LOG wins.
     pub level: Option<String>,
@@ -74,10 +80,15 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// `[worker]`.
     pub worker: WorkerConfig,
+    /// `[db]`.
     pub db: DbConfig,
+    /// `[retention]`.
     pub retention: RetentionConfig,
+    /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[log]`.
     pub log: LogConfig,
     /// The HTTP shim (`opsrunner serve`).
     pub api: ApiConfig,

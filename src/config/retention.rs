@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Check;
 
+/// `[retention]`: how long finished jobs and audit rows are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {

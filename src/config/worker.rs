@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Check;
 
+/// `[worker]`: the daemon's slots, intervals, leases and drain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
@@ -19,6 +20,7 @@ pub struct WorkerConfig {
     /// How long a claimed job is ours without a heartbeat.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// How often the leases of running jobs are renewed (at most half the lease).
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// How often the elected rescuer looks for expired leases.
@@ -40,6 +42,7 @@ pub struct WorkerConfig {
     /// First retry delay; doubles per attempt, with jitter, up to `backoff_max`.
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
+    /// Longest retry delay.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
     /// Most outcomes written by one completion statement.
@@ -53,6 +56,7 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The prefetch allowance: `prefetch`, or `concurrency` when unset.
     pub fn prefetch(&self) -> usize {
         self.prefetch.unwrap_or(self.concurrency)
     }

@@ -7,12 +7,17 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 
+/// One embedded migration.
 pub struct Migration {
+    /// Its number; strictly increasing.
     pub version: i32,
+    /// Its file name without `.sql`.
     pub name: &'static str,
+    /// Its text.
     pub sql: &'static str,
 }
 
+/// Every migration, in order.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,

@@ -363,7 +363,6 @@ pub(crate) struct InsertJobParams<'a> {
 pub(crate) struct InsertedRow {
     pub id: Uuid,
     pub status: String,
-    pub created_at: DateTime<Utc>,
 }
 
 /// `shared/insert_job.sql`: `None` when the tenant already used the key.
@@ -393,7 +392,6 @@ pub(crate) async fn insert_job(
         Ok(InsertedRow {
             id: r.try_get(0)?,
             status: r.try_get(1)?,
-            created_at: r.try_get(2)?,
         })
     })
     .transpose()

@@ -22,6 +22,7 @@ use crate::jobs::{MAX_ERROR_CHARS, MAX_RESULT_BYTES};
 /// The PATH the child sees; its own environment is otherwise empty.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// One `[[exec]]` entry: a job type run as a fixed command.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExecConfig {
@@ -38,6 +39,7 @@ pub struct ExecConfig {
 }
 
 impl ExecConfig {
+    /// Checks the entry (`idx` names it in messages).
     pub fn validate(&self, idx: usize) -> Result<(), String> {
         let at = format!("exec[{idx}]");
         super::check_configured_job_type(&at, &self.job_type)?;
@@ -59,6 +61,7 @@ impl ExecConfig {
     }
 }
 
+/// The `exec` handler of one configured job type.
 pub struct ExecHandler {
     cfg: ExecConfig,
     /// Between SIGTERM and SIGKILL.
@@ -66,6 +69,7 @@ pub struct ExecHandler {
 }
 
 impl ExecHandler {
+    /// A handler for `cfg`; a stopped child gets `kill_grace` between SIGTERM and SIGKILL.
     pub fn new(cfg: ExecConfig, kill_grace: Duration) -> Self {
         Self { cfg, kill_grace }
     }

@@ -2,7 +2,7 @@
 //! with HMAC-SHA256, through the SSRF guard.
 //!
 //! Signature header: `X-Opsrunner-Signature: t=<unix seconds>,v1=<hex>` where
-//! `<hex>` is HMAC-SHA256(secret, "<t>." + body). Receivers should check it in
+//! `<hex>` is HMAC-SHA256(secret, "`<t>`." + body). Receivers should check it in
 //! constant time and refuse old timestamps. `Idempotency-Key` carries the
 //! job id, so a retried delivery can be recognised.
 //!
@@ -30,9 +30,11 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Shortest accepted signing secret.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// One `[[http]]` entry: a job type run as a signed webhook.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// The job type.
     pub job_type: String,
     /// http:// or https:// URL; fixed here, never taken from a payload.
     pub url: String,
@@ -45,6 +47,7 @@ pub struct HttpConfig {
     /// Addresses or CIDR blocks allowed although the guard would refuse them.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Per-request time limit.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -66,6 +69,7 @@ impl std::fmt::Debug for HttpConfig {
 }
 
 impl HttpConfig {
+    /// Checks the entry (`idx` names it in messages) without reading its secret.
     pub fn validate(&self, idx: usize) -> Result<(), String> {
         let at = format!("http[{idx}]");
         super::check_configured_job_type(&at, &self.job_type)?;
@@ -147,6 +151,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// The `http` handler of one configured job type.
 pub struct HttpHandler {
     url: url::Url,
     secret: Arc<Vec<u8>>,
@@ -155,6 +160,7 @@ pub struct HttpHandler {
 }
 
 impl HttpHandler {
+    /// A handler for `cfg`; reads its secret (errors name where, never the value).
     pub fn new(cfg: &HttpConfig, idx: usize) -> Result<Self, String> {
         cfg.validate(idx)?;
         let secret = cfg.load_secret(idx)?;
@@ -189,6 +195,7 @@ impl HttpHandler {
     }
 }
 
+/// The signature header's value for `body` sent at `timestamp`.
 pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret)
         .expect("HMAC takes any key length");

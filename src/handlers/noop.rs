@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::{HandlerResult, JobContext};
 
+/// Succeeds with `{}`.
 pub async fn handle(_job: JobContext) -> HandlerResult {
     Ok(json!({}))
 }

@@ -136,6 +136,7 @@ impl std::str::FromStr for Cidr {
 }
 
 impl Cidr {
+    /// Whether `ip` is in this range.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(i)) => in_v4(i, n.octets(), self.prefix),

@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
+/// A PostgreSQL cluster in a temporary directory, on a free loopback port,
+/// stopped and removed on drop (and by a watcher process if this one dies).
 pub struct TempCluster {
     dir: PathBuf,
     bindir: PathBuf,
@@ -233,6 +235,7 @@ impl TempCluster {
         Ok(())
     }
 
+    /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -242,10 +245,12 @@ impl TempCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Its data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
 
+    /// The server binaries' directory.
     pub fn bindir(&self) -> &Path {
         &self.bindir
     }

@@ -1,8 +1,8 @@
 //! The daemon: wires the listener, flag cache, claimer, executors, completer,
 //! heartbeat, maintenance and the systemd loop together, and stops them in
-//! the order [`shutdown::Stops`] documents.
+//! the order `shutdown::Stops` documents.
 //!
-//! Services share [`state::Shared`] (five documented parts) and import
+//! Services share `state::Shared` (five documented parts) and import
 //! `state`, `running`, `prefetch`, `stats` and `backoff`, never this module.
 
 use std::sync::Arc;

@@ -16,4 +16,4 @@ VALUES ($1, $2, $3, $4, $5, coalesce($6, now()),
         $8, $9, $10, coalesce($11::bool, false))
 ON CONFLICT (coalesce(tenant_id, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
 DO NOTHING
-RETURNING id, status::text, created_at
+RETURNING id, status::text

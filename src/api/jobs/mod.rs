@@ -67,26 +67,40 @@ fn empty_object() -> Value {
 pub struct JobAccepted {
     /// `null` for a dry run.
     pub job_id: Option<Uuid>,
+    /// `queued`, `running`, … or `dry_run`.
     pub status: String,
+    /// What happened, for people.
     pub message: String,
 }
 
 /// A job as the shim shows it (never its policy token).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
+    /// The job's id.
     pub id: Uuid,
+    /// Its type.
     pub job_type: String,
+    /// Its queue.
     pub queue: String,
     /// queued, running, succeeded, failed or cancelled.
     pub status: String,
+    /// Lower runs first.
     pub priority: i16,
+    /// Attempts started so far.
     pub attempt: i32,
+    /// Attempts allowed.
     pub max_attempts: i32,
+    /// Validated only, never executed.
     pub dry_run: bool,
+    /// Cancellation was asked for.
     pub cancel_requested: bool,
+    /// Runs no earlier than this.
     pub run_at: DateTime<Utc>,
+    /// When it was enqueued.
     pub created_at: DateTime<Utc>,
+    /// When its last attempt started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
     /// At most 500 characters.
     pub error: Option<String>,
@@ -100,16 +114,21 @@ pub struct JobView {
     pub result: Option<Value>,
 }
 
+/// A page of jobs, newest first.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
+    /// The jobs.
     pub jobs: Vec<JobView>,
 }
 
+/// Every error answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
+    /// What went wrong; never a secret or a stack trace.
     pub error: String,
 }
 
+/// The optional body of a cancel request.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelJob {
