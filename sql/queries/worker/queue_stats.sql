@@ -1,5 +1,6 @@
 -- Queue gauges, run by the elected maintenance leader only: depth of runnable
 -- jobs and the age of the oldest one, per queue (uses ops_jobs_claim_idx).
+-- No parameters.
 SELECT queue, count(*), coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
 FROM ops_jobs
 WHERE status = 'queued' AND run_at <= now()
