@@ -12,6 +12,7 @@ fn opsrunner(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("OPSRUNNER_LOG__FORMAT", "json")
+        .envs(NO_DEFAULT_PORTS)
         .envs(env.iter().copied())
         .output()
         .expect("run opsrunner")
@@ -133,6 +134,9 @@ async fn migrate_twice_is_a_no_op() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_refuses_an_unmigrated_database() {
+    // With `opsrunner dev` running elsewhere the default ports are taken;
+    // the test must still see the schema error, not a bind error.
+    let _ports = hold_default_ports();
     let db = fresh_db().await;
     let o = opsrunner(&["worker"], &[("DATABASE_URL", db.url.as_str())]);
     assert!(!o.status.success());
@@ -178,6 +182,7 @@ async fn enqueue_then_jobs_list_and_show() {
 
 #[test]
 fn dev_runs_a_demo_job_to_success_on_a_throwaway_cluster() {
+    let _ports = hold_default_ports();
     let o = opsrunner(
         &["dev", "--exit-after-demo"],
         &[("OPSRUNNER_METRICS__LISTEN", "127.0.0.1:0")],
@@ -282,4 +287,44 @@ async fn jobs_retry_requeues_a_failed_job_with_attempts_reset_and_audits_it() {
         "{}",
         text(&again)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_killed_with_sigkill_leaves_no_files_behind() {
+    use tokio::io::AsyncBufReadExt;
+    let tmp = temp_dir("devkill");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrunner"))
+        .arg("dev")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TMPDIR", &*tmp)
+        .envs(NO_DEFAULT_PORTS)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn opsrunner dev");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let running = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            let done = l.contains("Press Ctrl-C");
+            seen.push(l);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(running, Ok(true)), "dev did not come up: {seen:?}");
+    let entries = || std::fs::read_dir(&*tmp).unwrap().count();
+    assert!(entries() >= 2, "the cluster and the key file live in TMPDIR");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    wait_for(std::time::Duration::from_secs(15), "TMPDIR to be empty", || async {
+        (entries() == 0).then_some(())
+    })
+    .await;
 }

@@ -17,7 +17,7 @@ fn the_example_config_parses_and_equals_the_defaults() {
 
 #[test]
 fn an_unknown_key_in_the_file_is_refused() {
-    let dir = std::env::temp_dir().join(format!("opsrunner-cfg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("opsrunner-cfg-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[worker]\nconcurency = 3\n").unwrap();

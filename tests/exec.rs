@@ -197,8 +197,7 @@ async fn exec_timeout_and_cancel_kill_the_whole_process_group() {
     let db = migrated_db().await;
     let c = db.client().await;
     enable(&c, &["slowcancel", "slowtimeout"]).await;
-    let dir = std::env::temp_dir().join(format!("opsrunner-exec-{:08x}", rand::random::<u32>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("exec");
     let mut settings = fast_settings();
     settings.exec = vec![tree("slowcancel", &dir), tree("slowtimeout", &dir)];
     let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
@@ -227,7 +226,6 @@ async fn exec_timeout_and_cancel_kill_the_whole_process_group() {
         .await;
     }
     w.shutdown().await;
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -89,10 +89,12 @@ async fn webhook_server(script: Vec<u16>) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>)
     (addr, seen)
 }
 
-fn secret_file() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("opsrunner-secret-{:08x}", rand::random::<u32>()));
+/// The webhook secret in a file of a fresh directory (removed on drop).
+fn secret_file() -> (TempDir, std::path::PathBuf) {
+    let dir = temp_dir("secret");
+    let p = dir.join("secret");
     std::fs::write(&p, format!("{SECRET}\n")).unwrap();
-    p
+    (dir, p)
 }
 
 fn hook(job_type: &str, url: String, allow: &[&str], secret: &std::path::Path) -> HttpConfig {
@@ -144,7 +146,7 @@ async fn webhooks_are_signed_retried_on_5xx_and_refused_by_the_ssrf_guard() {
     let c = db.client().await;
     let types = ["ok", "flaky", "gone", "moved", "guarded", "guardedname"];
     enable(&c, &types).await;
-    let secret = secret_file();
+    let (_secret_dir, secret) = secret_file();
     let (ok, ok_seen) = webhook_server(vec![200]).await;
     let (flaky, flaky_seen) = webhook_server(vec![503, 200]).await;
     let (gone, _) = webhook_server(vec![404]).await;
@@ -258,12 +260,12 @@ async fn webhooks_are_signed_retried_on_5xx_and_refused_by_the_ssrf_guard() {
         .get(0);
     assert_eq!(leaked, 0);
     w.shutdown().await;
-    std::fs::remove_file(secret).ok();
 }
 
 #[test]
 fn a_short_or_missing_webhook_secret_fails_at_start_up_without_showing_it() {
-    let short = std::env::temp_dir().join(format!("opsrunner-short-{:08x}", rand::random::<u32>()));
+    let dir = temp_dir("short");
+    let short = dir.join("secret");
     std::fs::write(&short, "tiny-secret").unwrap();
     let mut s = fast_settings();
     s.http = vec![hook("hook", "https://example.com/x".into(), &[], &short)];
@@ -288,5 +290,4 @@ fn a_short_or_missing_webhook_secret_fails_at_start_up_without_showing_it() {
             .to_string()
             .contains("http[0].url")
     );
-    std::fs::remove_file(short).ok();
 }

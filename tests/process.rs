@@ -125,8 +125,7 @@ async fn sighup_reloads_the_config_file_without_dropping_running_jobs() {
     let db = migrated_db().await;
     let c = db.client().await;
     enable(&c, &["sleep", "first", "second"]).await;
-    let dir = std::env::temp_dir().join(format!("opsrunner-hup-{:08x}", rand::random::<u32>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("hup");
     let path = dir.join("opsrunner.toml");
     let exec = |name: &str, n: u32| {
         format!(
@@ -173,5 +172,4 @@ async fn sighup_reloads_the_config_file_without_dropping_running_jobs() {
         || async { w.log_text().contains("reload failed").then_some(()) },
     )
     .await;
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -19,8 +19,7 @@ fn count(msgs: &Arc<Mutex<Vec<String>>>, what: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchdog_pings_only_while_healthy_and_lifecycle_is_notified() {
     let db = migrated_db().await;
-    let dir = std::env::temp_dir().join(format!("opsrunner-notify-{:08x}", rand::random::<u32>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("notify");
     let sock_path = dir.join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let msgs = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -125,5 +124,4 @@ async fn watchdog_pings_only_while_healthy_and_lifecycle_is_notified() {
         .unwrap();
     assert_eq!(code.code(), Some(0));
     assert!(count(&msgs, "STOPPING=1") >= 1);
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -59,8 +59,11 @@ pub async fn run(
         shutdown.cancelled().await;
     }
     worker_stop.cancel();
-    if let Some(dir) = shim.as_ref().and_then(|s| s.key_file.parent()) {
-        let _ = std::fs::remove_dir_all(dir);
+    if let Some(s) = &shim {
+        let _ = crate::keys::revoke(&client, s.key_id, DEV_ACTOR).await;
+        if let Some(dir) = s.key_file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     worker_task.await.context("worker task failed")??;
     if final_status != "succeeded" {
@@ -227,8 +230,13 @@ fn print_next_steps(shim: Option<&DevShim>, out: &mut impl Write) -> std::io::Re
 struct DevShim {
     base: String,
     key: String,
+    /// Revoked when dev stops, so that a shared database keeps no dev keys.
+    key_id: uuid::Uuid,
     key_file: std::path::PathBuf,
 }
+
+/// Who `opsrunner dev` acts as in the audit log.
+const DEV_ACTOR: &str = "opsrunner dev";
 
 async fn start_shim(
     config: &Config,
@@ -239,11 +247,14 @@ async fn start_shim(
     let started = async {
         let scopes: Vec<String> = crate::keys::SCOPES.iter().map(|s| s.to_string()).collect();
         let tenant = config.settings.api.tenant.clone();
-        let (_, key) =
-            crate::keys::create(client, "opsrunner-dev", &scopes, &tenant, None, "opsrunner dev")
+        let (key_id, key) =
+            crate::keys::create(client, "opsrunner-dev", &scopes, &tenant, None, DEV_ACTOR)
                 .await?;
-        let dir = std::env::temp_dir().join(format!("opsrunner-dev-{}", std::process::id()));
+        // A random name, and removed even after a kill -9: the file holds a
+        // working key.
+        let dir = std::env::temp_dir().join(format!("opsrunner-dev-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir)?;
+        crate::testing::remove_on_exit(&dir)?;
         let key_file = dir.join("api-key");
         write_private(&key_file, &key)?;
         let state = crate::api::ApiState::new(
@@ -262,6 +273,7 @@ async fn start_shim(
         Ok::<_, crate::Error>(DevShim {
             base,
             key,
+            key_id,
             key_file,
         })
     };

@@ -4,4 +4,4 @@
 
 mod pgtemp;
 
-pub use pgtemp::{TempCluster, find_bindir};
+pub use pgtemp::{TempCluster, find_bindir, remove_on_exit};

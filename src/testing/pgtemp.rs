@@ -92,6 +92,33 @@ fn postgres_user() -> Result<Option<(u32, u32)>> {
     ))
 }
 
+/// Runs `script` (with `$1` = this process's pid, `$2` = `path`) in a
+/// detached shell of its own process group, so that it outlives this
+/// process, a Ctrl-C to our group and a `kill -9` alike.
+fn watch_until_exit(script: &str, name: &str, path: &Path) -> Result<()> {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script, name, &std::process::id().to_string()])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.process_group(0);
+    cmd.spawn()
+        .map_err(|e| err(format!("cannot start the cleanup watcher: {e}")))?;
+    Ok(())
+}
+
+/// Removes `path` once this process has exited, however it exits (a
+/// detached watcher polls for it every second). For files that must not
+/// outlive a `kill -9`, such as `opsrunner dev`'s key file.
+pub fn remove_on_exit(path: &Path) -> Result<()> {
+    let script = r#"
+        while kill -0 "$1" 2>/dev/null; do sleep 1; done
+        rm -rf "$2"
+    "#;
+    watch_until_exit(script, "opsrunner-cleanup", path)
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -217,22 +244,7 @@ impl TempCluster {
             for _ in 1 2 3 4 5 6 7 8 9 10; do [ -e "$2/data/postmaster.pid" ] || break; sleep 0.5; done
             rm -rf "$2"
         "#;
-        let mut cmd = Command::new("sh");
-        cmd.args([
-            "-c",
-            script,
-            "opsrunner-pg-watcher",
-            &std::process::id().to_string(),
-        ])
-        .arg(&self.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        // Its own process group: a Ctrl-C to ours must not kill it first.
-        cmd.process_group(0);
-        cmd.spawn()
-            .map_err(|e| err(format!("cannot start the cleanup watcher: {e}")))?;
-        Ok(())
+        watch_until_exit(script, "opsrunner-pg-watcher", &self.dir)
     }
 
     /// Its port on 127.0.0.1.

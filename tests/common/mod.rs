@@ -357,11 +357,35 @@ pub async fn wait_all_finished(client: &tokio_postgres::Client, limit: Duration,
     }
 }
 
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+/// A fresh directory under the system temp dir, with a random name (a
+/// running `opsrunner dev` or another test run never shares it), removed
+/// when dropped, also when the test fails.
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A [`TempDir`] named after `tag`.
+pub fn temp_dir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("opsrunner-{tag}-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&d).expect("temp dir");
-    d
+    TempDir(d)
 }
 
 /// A worker as a separate `opsrunner worker` process, for kill and signal tests.
@@ -504,6 +528,26 @@ impl ApiProcess {
     }
 }
 
+/// Listeners of a process a test starts: never a default port (9464, 9465,
+/// 8080), so that a developer's `opsrunner dev` in another terminal and
+/// the test suite never collide. A test that needs a listener passes its
+/// own address after these.
+pub const NO_DEFAULT_PORTS: [(&str, &str); 3] = [
+    ("OPSRUNNER_METRICS__LISTEN", ""),
+    ("OPSRUNNER_API__METRICS_LISTEN", ""),
+    ("OPSRUNNER_API__LISTEN", "127.0.0.1:0"),
+];
+
+/// Takes the default ports, as a running `opsrunner dev` would (a port
+/// already taken is left as it is: that is the same situation). Held until
+/// the returned listeners are dropped.
+pub fn hold_default_ports() -> Vec<std::net::TcpListener> {
+    [9464, 9465, 8080]
+        .into_iter()
+        .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+        .collect()
+}
+
 /// Runs the `opsrunner` binary to completion.
 pub async fn opsrunner_cli(
     db_url: &str,
@@ -516,6 +560,7 @@ pub async fn opsrunner_cli(
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db_url)
         .env("OPSRUNNER_LOG__FORMAT", "json")
+        .envs(NO_DEFAULT_PORTS)
         .envs(env.iter().copied())
         .output()
         .await
