@@ -328,3 +328,51 @@ async fn dev_killed_with_sigkill_leaves_no_files_behind() {
     })
     .await;
 }
+
+#[test]
+fn openapi_and_token_sign_need_no_valid_config_file() {
+    let missing = [("OPSRUNNER_CONFIG", "/nonexistent/opsrunner.toml")];
+    let o = opsrunner(&["openapi"], &missing);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the OpenAPI JSON");
+    assert!(doc["paths"]["/api/ops/jobs"].is_object());
+    let o = opsrunner(
+        &["token", "sign", "--action", "restart-service", "--actor", "alice"],
+        &[
+            missing[0],
+            ("OPS_POLICY_SECRET", "a-policy-secret-of-at-least-32-bytes!!"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
+    // Commands that use the configuration still refuse it.
+    let o = opsrunner(&["check"], &[missing[0], ("DATABASE_URL", "postgres://u@127.0.0.1:1/x")]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_to_a_closed_pipe_ends_quietly_with_exit_zero() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    insert_job(&c, "noop", serde_json::json!({})).await;
+    for args in [&["openapi"][..], &["jobs", "list"][..]] {
+        // The reader is gone before the command writes a byte, as with
+        // `opsrunner jobs list | head -0`: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_opsrunner"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("OPSRUNNER_LOG__FORMAT", "json")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run opsrunner");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
