@@ -28,8 +28,8 @@ async fn main() -> anyhow::Result<()> {
             &[&order],
         )
         .await?;
-        let job = NewJob::new("sleep", json!({ "ms": 10 }))
-            .idempotency_key(&format!("order-{order}"));
+        let job =
+            NewJob::new("sleep", json!({ "ms": 10 })).idempotency_key(&format!("order-{order}"));
         let inserted = opsrunner::jobs::insert(&tx, &job).await?;
         ids.push(inserted.id);
         if commit {

@@ -253,7 +253,11 @@ impl NewJob {
         {
             return bad("timeout must be greater than 0 and at most 1 day");
         }
-        if self.tenant.as_ref().is_some_and(|t| t.is_empty() || t.chars().count() > 200) {
+        if self
+            .tenant
+            .as_ref()
+            .is_some_and(|t| t.is_empty() || t.chars().count() > 200)
+        {
             return bad("tenant must be 1-200 characters");
         }
         if let Some(k) = &self.idempotency_key
@@ -369,7 +373,10 @@ pub struct CancelRequest<'a> {
 /// stopped by its worker. Returns the status afterwards, or `None` when there
 /// is no such unfinished job (of `tenant`, when given). Audited as
 /// `job.cancel`.
-pub async fn cancel(client: &impl GenericClient, req: &CancelRequest<'_>) -> Result<Option<String>> {
+pub async fn cancel(
+    client: &impl GenericClient,
+    req: &CancelRequest<'_>,
+) -> Result<Option<String>> {
     let reason = req.reason.map(bound_error);
     let actor: String = req.actor.chars().take(200).collect();
     queries::cancel_job(

@@ -28,18 +28,36 @@ async fn cancelling_a_queued_job_cancels_it_before_it_runs_and_audits_it() {
     let db = migrated_db().await;
     let c = db.client().await;
     let id = insert_job(&c, "sleep", json!({"ms": 1})).await;
-    let after = opsrunner::jobs::cancel(&c, &opsrunner::jobs::CancelRequest { id: id, reason: Some("not needed"), actor: "alice@ops", tenant: None, via: "cli" })
-        .await
-        .unwrap();
+    let after = opsrunner::jobs::cancel(
+        &c,
+        &opsrunner::jobs::CancelRequest {
+            id,
+            reason: Some("not needed"),
+            actor: "alice@ops",
+            tenant: None,
+            via: "cli",
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(after.as_deref(), Some("cancelled"));
     let (status, error) = job_row(&c, id).await;
     assert_eq!(status, "cancelled");
     assert_eq!(error.as_deref(), Some("cancelled before start: not needed"));
     // Finished jobs cannot be cancelled again.
     assert_eq!(
-        opsrunner::jobs::cancel(&c, &opsrunner::jobs::CancelRequest { id: id, reason: None, actor: "alice@ops", tenant: None, via: "cli" })
-            .await
-            .unwrap(),
+        opsrunner::jobs::cancel(
+            &c,
+            &opsrunner::jobs::CancelRequest {
+                id,
+                reason: None,
+                actor: "alice@ops",
+                tenant: None,
+                via: "cli"
+            }
+        )
+        .await
+        .unwrap(),
         None
     );
     let audit = c
@@ -111,9 +129,18 @@ async fn a_handler_that_ignores_cancellation_is_abandoned_after_the_grace_and_it
     let id = insert_job(&c, "stubborn", json!({})).await;
     wait_status(&c, id, "running", Duration::from_secs(5)).await;
     let next = insert_job(&c, "noop", json!({})).await;
-    opsrunner::jobs::cancel(&c, &opsrunner::jobs::CancelRequest { id: id, reason: None, actor: "tests", tenant: None, via: "cli" })
-        .await
-        .unwrap();
+    opsrunner::jobs::cancel(
+        &c,
+        &opsrunner::jobs::CancelRequest {
+            id,
+            reason: None,
+            actor: "tests",
+            tenant: None,
+            via: "cli",
+        },
+    )
+    .await
+    .unwrap();
     wait_status(&c, id, "cancelled", Duration::from_secs(10)).await;
     // The only slot is free again.
     wait_status(&c, next, "succeeded", Duration::from_secs(10)).await;
@@ -132,9 +159,18 @@ async fn disabling_a_flag_stops_claims_on_two_daemons_within_a_second() {
     let warm = insert_job(&c, "noop", json!({})).await;
     wait_status(&c, warm, "succeeded", Duration::from_secs(5)).await;
 
-    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "noop", enabled: false, reason: Some("incident 42"), by: "tests", cancel_running: false })
-        .await
-        .unwrap();
+    opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: "noop",
+            enabled: false,
+            reason: Some("incident 42"),
+            by: "tests",
+            cancel_running: false,
+        },
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut ids = Vec::new();
     for _ in 0..10 {
@@ -168,9 +204,18 @@ async fn disabling_with_cancel_running_cancels_running_jobs_of_that_type() {
     let w = start_worker(&db.config(|_| {}), Registry::with_builtins()).await;
     let id = insert_job(&c, "sleep", json!({"ms": 60000})).await;
     wait_status(&c, id, "running", Duration::from_secs(5)).await;
-    let n = opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "sleep", enabled: false, reason: Some("bad rollout"), by: "tests", cancel_running: true })
-        .await
-        .unwrap();
+    let n = opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: "sleep",
+            enabled: false,
+            reason: Some("bad rollout"),
+            by: "tests",
+            cancel_running: true,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 1);
     wait_status(&c, id, "cancelled", Duration::from_secs(5)).await;
     let (_, error) = job_row(&c, id).await;
@@ -186,7 +231,16 @@ async fn the_global_pause_switch_stops_all_claiming_until_resumed() {
     let db = migrated_db().await;
     let c = db.client().await;
     enable(&c, &["noop", "sleep"]).await;
-    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: opsrunner::flags::PAUSE_FLAG, enabled: true, reason: Some("maintenance"), by: "tests", cancel_running: false })
+    opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: opsrunner::flags::PAUSE_FLAG,
+            enabled: true,
+            reason: Some("maintenance"),
+            by: "tests",
+            cancel_running: false,
+        },
+    )
     .await
     .unwrap();
     let w = start_worker(&db.config(|_| {}), Registry::with_builtins()).await;
@@ -197,7 +251,16 @@ async fn the_global_pause_switch_stops_all_claiming_until_resumed() {
         (status(&c, a).await, status(&c, b).await),
         ("queued".into(), "queued".into())
     );
-    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: opsrunner::flags::PAUSE_FLAG, enabled: false, reason: None, by: "tests", cancel_running: false })
+    opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: opsrunner::flags::PAUSE_FLAG,
+            enabled: false,
+            reason: None,
+            by: "tests",
+            cancel_running: false,
+        },
+    )
     .await
     .unwrap();
     for id in [a, b] {
@@ -210,9 +273,18 @@ async fn the_global_pause_switch_stops_all_claiming_until_resumed() {
 async fn the_audit_log_refuses_update_delete_and_truncate() {
     let db = migrated_db().await;
     let c = db.client().await;
-    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "noop", enabled: true, reason: Some("x"), by: "tests", cancel_running: false })
-        .await
-        .unwrap();
+    opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: "noop",
+            enabled: true,
+            reason: Some("x"),
+            by: "tests",
+            cancel_running: false,
+        },
+    )
+    .await
+    .unwrap();
     for sql in [
         "UPDATE ops_audit_log SET actor = 'mallory'",
         "DELETE FROM ops_audit_log",
@@ -250,12 +322,7 @@ async fn a_dry_run_job_is_validated_and_recorded_but_never_executed() {
     let w = start_worker(&db.config(|_| {}), r).await;
     let insert = |t: &'static str, p: serde_json::Value| {
         let c = &c;
-        async move {
-            c.query_one("INSERT INTO ops_jobs (job_type, payload, dry_run) VALUES ($1, $2, true) RETURNING id", &[&t, &p])
-                .await
-                .unwrap()
-                .get::<_, Uuid>(0)
-        }
+        async move { JobRow::new(t).payload(p).dry_run(true).insert(c).await }
     };
     let effect = insert("effect", json!({})).await;
     let good = insert("sleep", json!({"ms": 60000})).await;

@@ -320,12 +320,17 @@ async fn dev_killed_with_sigkill_leaves_no_files_behind() {
     .await;
     assert!(matches!(running, Ok(true)), "dev did not come up: {seen:?}");
     let entries = || std::fs::read_dir(&*tmp).unwrap().count();
-    assert!(entries() >= 2, "the cluster and the key file live in TMPDIR");
+    assert!(
+        entries() >= 2,
+        "the cluster and the key file live in TMPDIR"
+    );
     child.start_kill().unwrap();
     let _ = child.wait().await;
-    wait_for(std::time::Duration::from_secs(15), "TMPDIR to be empty", || async {
-        (entries() == 0).then_some(())
-    })
+    wait_for(
+        std::time::Duration::from_secs(15),
+        "TMPDIR to be empty",
+        || async { (entries() == 0).then_some(()) },
+    )
     .await;
 }
 
@@ -337,16 +342,29 @@ fn openapi_and_token_sign_need_no_valid_config_file() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the OpenAPI JSON");
     assert!(doc["paths"]["/api/ops/jobs"].is_object());
     let o = opsrunner(
-        &["token", "sign", "--action", "restart-service", "--actor", "alice"],
+        &[
+            "token",
+            "sign",
+            "--action",
+            "restart-service",
+            "--actor",
+            "alice",
+        ],
         &[
             missing[0],
-            ("OPS_POLICY_SECRET", "a-policy-secret-of-at-least-32-bytes!!"),
+            (
+                "OPS_POLICY_SECRET",
+                "a-policy-secret-of-at-least-32-bytes!!",
+            ),
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
     // Commands that use the configuration still refuse it.
-    let o = opsrunner(&["check"], &[missing[0], ("DATABASE_URL", "postgres://u@127.0.0.1:1/x")]);
+    let o = opsrunner(
+        &["check"],
+        &[missing[0], ("DATABASE_URL", "postgres://u@127.0.0.1:1/x")],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("does not exist"), "{}", text(&o));
 }
@@ -373,6 +391,9 @@ async fn output_to_a_closed_pipe_ends_quietly_with_exit_zero() {
             .expect("run opsrunner");
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
     }
 }

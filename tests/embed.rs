@@ -55,16 +55,29 @@ async fn a_typed_handler_gets_its_decoded_payload_and_one_that_does_not_decode_f
         .await
         .unwrap();
     for r in &rows {
-        assert_eq!(r.get::<_, i32>(0), 1, "a payload that does not decode is not retried");
+        assert_eq!(
+            r.get::<_, i32>(0),
+            1,
+            "a payload that does not decode is not retried"
+        );
     }
     let errors: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
-    assert!(errors.iter().any(|e| e.contains("n must not be negative")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("double expects a payload")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("n must not be negative")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("double expects a payload")),
+        "{errors:?}"
+    );
     w.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_inserted_in_a_rolled_back_transaction_never_exists_and_a_committed_one_wakes_a_worker() {
+async fn a_job_inserted_in_a_rolled_back_transaction_never_exists_and_a_committed_one_wakes_a_worker()
+ {
     let db = migrated_db().await;
     let mut c = db.client().await;
     enable(&c, &["noop"]).await;
@@ -77,14 +90,18 @@ async fn a_job_inserted_in_a_rolled_back_transaction_never_exists_and_a_committe
     let w = start_worker(&cfg, Registry::with_builtins()).await;
 
     let tx = c.transaction().await.unwrap();
-    tx.execute("INSERT INTO app_orders VALUES (1)", &[]).await.unwrap();
+    tx.execute("INSERT INTO app_orders VALUES (1)", &[])
+        .await
+        .unwrap();
     let rolled_back = opsrunner::jobs::insert(&tx, &NewJob::new("noop", json!({})))
         .await
         .unwrap();
     tx.rollback().await.unwrap();
 
     let tx = c.transaction().await.unwrap();
-    tx.execute("INSERT INTO app_orders VALUES (2)", &[]).await.unwrap();
+    tx.execute("INSERT INTO app_orders VALUES (2)", &[])
+        .await
+        .unwrap();
     let job = NewJob::new("noop", json!({"order": 2}))
         .queue("default")
         .priority(5)
@@ -97,13 +114,27 @@ async fn a_job_inserted_in_a_rolled_back_transaction_never_exists_and_a_committe
     tokio::time::sleep(Duration::from_millis(300)).await;
     let other = db.client().await;
     assert_eq!(
-        count(&other, &format!("SELECT count(*) FROM ops_jobs WHERE id = '{}'", committed.id)).await,
+        count(
+            &other,
+            &format!(
+                "SELECT count(*) FROM ops_jobs WHERE id = '{}'",
+                committed.id
+            )
+        )
+        .await,
         0
     );
     tx.commit().await.unwrap();
     wait_status(&c, committed.id, "succeeded", Duration::from_secs(5)).await;
     assert_eq!(
-        count(&c, &format!("SELECT count(*) FROM ops_jobs WHERE id = '{}'", rolled_back.id)).await,
+        count(
+            &c,
+            &format!(
+                "SELECT count(*) FROM ops_jobs WHERE id = '{}'",
+                rolled_back.id
+            )
+        )
+        .await,
         0,
         "the rolled-back job must not exist"
     );
@@ -112,7 +143,9 @@ async fn a_job_inserted_in_a_rolled_back_transaction_never_exists_and_a_committe
     let again = opsrunner::jobs::insert(&c, &job).await.unwrap();
     assert_eq!((again.id, again.created), (committed.id, false));
     let other_payload = NewJob::new("noop", json!({"order": 3})).idempotency_key("order-2");
-    let err = opsrunner::jobs::insert(&c, &other_payload).await.unwrap_err();
+    let err = opsrunner::jobs::insert(&c, &other_payload)
+        .await
+        .unwrap_err();
     assert!(matches!(err, opsrunner::Error::Conflict(_)), "{err}");
     w.shutdown().await;
 }
@@ -128,16 +161,30 @@ async fn insert_many_enqueues_every_job_in_one_statement_and_skips_keys_already_
         .map(|i| NewJob::new("noop", json!({ "i": i })).tenant("acme"))
         .collect();
     jobs.push(NewJob::new("noop", json!({})).idempotency_key("k-0"));
-    jobs.push(NewJob::new("noop", json!({})).idempotency_key("k-1").dry_run(true));
+    jobs.push(
+        NewJob::new("noop", json!({}))
+            .idempotency_key("k-1")
+            .dry_run(true),
+    );
     let ids = opsrunner::jobs::insert_many(&c, &jobs).await.unwrap();
     assert_eq!(ids.len(), 51, "50 new jobs and k-1; k-0 was used already");
     assert_eq!(
-        count(&c, "SELECT count(*) FROM ops_jobs WHERE tenant_id = 'acme' AND status = 'queued'").await,
+        count(
+            &c,
+            "SELECT count(*) FROM ops_jobs WHERE tenant_id = 'acme' AND status = 'queued'"
+        )
+        .await,
         50
     );
-    assert_eq!(count(&c, "SELECT count(*) FROM ops_jobs WHERE dry_run").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM ops_jobs WHERE dry_run").await,
+        1
+    );
     // A job out of bounds refuses the whole batch before anything is sent.
-    let bad = vec![NewJob::new("noop", json!({})), NewJob::new("noop", json!({})).priority(500)];
+    let bad = vec![
+        NewJob::new("noop", json!({})),
+        NewJob::new("noop", json!({})).priority(500),
+    ];
     assert!(opsrunner::jobs::insert_many(&c, &bad).await.is_err());
     assert_eq!(count(&c, "SELECT count(*) FROM ops_jobs").await, 52);
 }

@@ -56,23 +56,6 @@ async fn finished(
     .await
 }
 
-async fn insert(
-    c: &tokio_postgres::Client,
-    job_type: &str,
-    payload: serde_json::Value,
-    extra: &str,
-) -> Uuid {
-    c.query_one(
-        &format!("INSERT INTO ops_jobs (job_type, payload, max_attempts{}) VALUES ($1, $2, 1{}) RETURNING id",
-            if extra.is_empty() { "" } else { ", timeout" },
-            if extra.is_empty() { String::new() } else { format!(", interval '{extra}'") }),
-        &[&job_type, &payload],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_passes_the_payload_on_stdin_in_a_clean_environment_and_stores_stdout_json() {
     let db = migrated_db().await;
@@ -91,10 +74,26 @@ async fn exec_passes_the_payload_on_stdin_in_a_clean_environment_and_stores_stdo
     let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
     let w = start_worker(&cfg, settings.registry().unwrap()).await;
 
-    let echo = insert(&c, "echo", json!({"a": [1, 2, {"b": "c"}]}), "").await;
-    let env = insert(&c, "env", json!({}), "").await;
-    let text = insert(&c, "text", json!({}), "").await;
-    let big = insert(&c, "big", json!({}), "").await;
+    let echo = JobRow::new("echo")
+        .payload(json!({"a": [1, 2, {"b": "c"}]}))
+        .max_attempts(1)
+        .insert(&c)
+        .await;
+    let env = JobRow::new("env")
+        .payload(json!({}))
+        .max_attempts(1)
+        .insert(&c)
+        .await;
+    let text = JobRow::new("text")
+        .payload(json!({}))
+        .max_attempts(1)
+        .insert(&c)
+        .await;
+    let big = JobRow::new("big")
+        .payload(json!({}))
+        .max_attempts(1)
+        .insert(&c)
+        .await;
     assert_eq!(
         finished(&c, echo).await.1,
         Some(json!({"a": [1, 2, {"b": "c"}]}))
@@ -131,22 +130,8 @@ async fn exec_failures_keep_the_stderr_tail_and_exit_65_is_not_retried() {
     ];
     let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
     let w = start_worker(&cfg, settings.registry().unwrap()).await;
-    let flaky: Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('flaky', 2) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let baddata: Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('baddata', 5) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let flaky: Uuid = JobRow::new("flaky").max_attempts(2).insert(&c).await;
+    let baddata: Uuid = JobRow::new("baddata").max_attempts(5).insert(&c).await;
     let (s, _, e, attempt) = finished(&c, flaky).await;
     let e = e.unwrap();
     assert_eq!((s.as_str(), attempt), ("failed", 2));
@@ -203,13 +188,31 @@ async fn exec_timeout_and_cancel_kill_the_whole_process_group() {
     let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
     let w = start_worker(&cfg, settings.registry().unwrap()).await;
 
-    let timed = insert(&c, "slowtimeout", json!({}), "1 second").await;
-    let cancelled = insert(&c, "slowcancel", json!({}), "").await;
+    let timed = JobRow::new("slowtimeout")
+        .payload(json!({}))
+        .max_attempts(1)
+        .timeout("1 second")
+        .insert(&c)
+        .await;
+    let cancelled = JobRow::new("slowcancel")
+        .payload(json!({}))
+        .max_attempts(1)
+        .insert(&c)
+        .await;
     let (timed_sh, timed_child) = pids(&dir, "slowtimeout").await;
     let (cancel_sh, cancel_child) = pids(&dir, "slowcancel").await;
-    opsrunner::jobs::cancel(&c, &opsrunner::jobs::CancelRequest { id: cancelled, reason: Some("test"), actor: "tests", tenant: None, via: "cli" })
-        .await
-        .unwrap();
+    opsrunner::jobs::cancel(
+        &c,
+        &opsrunner::jobs::CancelRequest {
+            id: cancelled,
+            reason: Some("test"),
+            actor: "tests",
+            tenant: None,
+            via: "cli",
+        },
+    )
+    .await
+    .unwrap();
 
     let (s, _, e, _) = finished(&c, timed).await;
     assert_eq!(s, "failed");

@@ -130,16 +130,6 @@ async fn finish(
     .await
 }
 
-async fn insert(c: &tokio_postgres::Client, job_type: &str, max_attempts: i32) -> Uuid {
-    c.query_one(
-        "INSERT INTO ops_jobs (job_type, payload, max_attempts) VALUES ($1, '{\"deploy\": 42}', $2) RETURNING id",
-        &[&job_type, &max_attempts],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_retried_on_5xx_and_refused_by_the_ssrf_guard() {
     let db = migrated_db().await;
@@ -193,7 +183,13 @@ async fn webhooks_are_signed_retried_on_5xx_and_refused_by_the_ssrf_guard() {
     let ids: Vec<Uuid> = {
         let mut v = Vec::new();
         for t in types {
-            v.push(insert(&c, t, 3).await);
+            v.push(
+                JobRow::new(t)
+                    .payload(json!({"deploy": 42}))
+                    .max_attempts(3)
+                    .insert(&c)
+                    .await,
+            );
         }
         v
     };
@@ -269,9 +265,7 @@ fn a_short_or_missing_webhook_secret_fails_at_start_up_without_showing_it() {
     std::fs::write(&short, "tiny-secret").unwrap();
     let mut s = fast_settings();
     s.http = vec![hook("hook", "https://example.com/x".into(), &[], &short)];
-    let e = s.registry()
-        .expect_err("refused")
-        .to_string();
+    let e = s.registry().expect_err("refused").to_string();
     assert!(
         e.contains("http[0]") && e.contains("at least 32 bytes"),
         "{e}"
@@ -279,9 +273,7 @@ fn a_short_or_missing_webhook_secret_fails_at_start_up_without_showing_it() {
     assert!(!e.contains("tiny-secret"), "{e}");
     s.http[0].secret_file = None;
     s.http[0].secret_env = Some("OPSRUNNER_TEST_UNSET_SECRET_VAR".into());
-    let e = s.registry()
-        .expect_err("refused")
-        .to_string();
+    let e = s.registry().expect_err("refused").to_string();
     assert!(e.contains("OPSRUNNER_TEST_UNSET_SECRET_VAR"), "{e}");
     s.http[0].url = "ftp://example.com/".into();
     assert!(

@@ -28,7 +28,11 @@ fn sources() -> Vec<(String, String)> {
     files
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             let text = std::fs::read_to_string(&p).unwrap();
             (rel, strip_comments(&text))
         })
@@ -74,8 +78,16 @@ fn no_module_outside_the_worker_reaches_into_it() {
         |p| p == "src/policy.rs" || p.starts_with("src/handlers/"),
         "crate::config",
     ));
-    bad.extend(violations(&src, |p| p != "src/db/queries.rs", "sql/queries"));
-    bad.extend(violations(&src, |p| p != "src/db/migrate.rs", "sql/migrations"));
+    bad.extend(violations(
+        &src,
+        |p| p != "src/db/queries.rs",
+        "sql/queries",
+    ));
+    bad.extend(violations(
+        &src,
+        |p| p != "src/db/migrate.rs",
+        "sql/migrations",
+    ));
     assert!(bad.is_empty(), "layering rule broken:\n{}", bad.join("\n"));
 }
 
@@ -103,7 +115,11 @@ fn worker_services_never_import_the_worker_module_itself() {
     // The sibling modules, from `mod x;` lines: what `super::` may name.
     let siblings: Vec<String> = root
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("mod ").or_else(|| l.trim().strip_prefix("pub mod ")))
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("mod ")
+                .or_else(|| l.trim().strip_prefix("pub mod "))
+        })
         .map(|m| m.trim_end_matches(';').trim().to_string())
         .collect();
     assert!(siblings.contains(&"state".to_string()), "{siblings:?}");
@@ -135,5 +151,9 @@ fn worker_services_never_import_the_worker_module_itself() {
             }
         }
     }
-    assert!(bad.is_empty(), "worker services import worker/mod.rs:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "worker services import worker/mod.rs:\n{}",
+        bad.join("\n")
+    );
 }

@@ -153,9 +153,18 @@ async fn a_prefetched_job_whose_type_is_disabled_before_it_starts_goes_back_unru
         "all six claimed",
     )
     .await;
-    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "noop", enabled: false, reason: Some("stop noop"), by: "tests", cancel_running: false })
-        .await
-        .unwrap();
+    opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: "noop",
+            enabled: false,
+            reason: Some("stop noop"),
+            by: "tests",
+            cancel_running: false,
+        },
+    )
+    .await
+    .unwrap();
     wait_count(
         &c,
         "SELECT count(*) FROM ops_jobs WHERE payload ? 'tag' AND status = 'queued' AND attempt = 0",

@@ -51,7 +51,9 @@ async fn every_statement_in_sql_queries_prepares_against_the_migrated_schema() {
     let mut bad = Vec::new();
     for (name, sql) in opsrunner::db::queries::ALL {
         let Some(want) = documented_params(&header(sql)) else {
-            bad.push(format!("{name}: the header documents no parameters and does not say \"No parameters.\""));
+            bad.push(format!(
+                "{name}: the header documents no parameters and does not say \"No parameters.\""
+            ));
             continue;
         };
         match c.prepare(sql).await {
@@ -70,7 +72,11 @@ async fn every_statement_in_sql_queries_prepares_against_the_migrated_schema() {
     files_under(&root, &mut on_disk);
     let mut on_disk: Vec<String> = on_disk
         .iter()
-        .map(|p| p.strip_prefix(&format!("{}/", root.display())).unwrap_or(p).to_string())
+        .map(|p| {
+            p.strip_prefix(&format!("{}/", root.display()))
+                .unwrap_or(p)
+                .to_string()
+        })
         .collect();
     on_disk.sort();
     let mut loaded: Vec<String> = opsrunner::db::queries::ALL
@@ -83,7 +89,10 @@ async fn every_statement_in_sql_queries_prepares_against_the_migrated_schema() {
 
 #[test]
 fn the_header_parser_reads_the_highest_parameter_named() {
-    assert_eq!(documented_params("-- $1 ids, $2 owner,\n-- $10 token"), Some(10));
+    assert_eq!(
+        documented_params("-- $1 ids, $2 owner,\n-- $10 token"),
+        Some(10)
+    );
     assert_eq!(documented_params("-- Flags. No parameters."), Some(0));
     assert_eq!(documented_params("-- Flags."), None);
 }

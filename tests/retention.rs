@@ -54,9 +54,7 @@ async fn pruning_deletes_old_finished_jobs_events_and_audit_rows_in_batches_and_
         batch: 2,
         ..RetentionConfig::default()
     };
-    let pruned = opsrunner::worker::prune_all(&c, &retention)
-        .await
-        .unwrap();
+    let pruned = opsrunner::worker::prune_all(&c, &retention).await.unwrap();
     assert_eq!(
         (
             pruned.jobs_deleted,

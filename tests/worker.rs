@@ -164,14 +164,7 @@ async fn a_failing_job_retries_with_backoff_then_ends_failed_with_a_bounded_erro
         )))
     });
     let w = start_worker(&db.config(|_| {}), r).await;
-    let id: Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('flaky', 3) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id: Uuid = JobRow::new("flaky").max_attempts(3).insert(&c).await;
     wait_status(&c, id, "failed", Duration::from_secs(20)).await;
     let row = c
         .query_one(
@@ -214,14 +207,7 @@ async fn a_bad_payload_fails_the_job_at_once_and_the_worker_keeps_running() {
     });
     let w = start_worker(&db.config(|_| {}), r).await;
     let bad = insert_job(&c, "sleep", json!({"ms": "soon"})).await;
-    let panicking: Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type, max_attempts) VALUES ('boom', 1) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let panicking: Uuid = JobRow::new("boom").max_attempts(1).insert(&c).await;
     for id in [bad, panicking] {
         wait_status(&c, id, "failed", Duration::from_secs(10)).await;
     }
@@ -296,9 +282,18 @@ async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_res
     let id = insert_job(&c, "noop", json!({})).await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // three poll intervals
     assert_eq!(status(&c, id).await, "queued");
-    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "noop", enabled: false, reason: Some("explicitly off"), by: "tests", cancel_running: false })
-        .await
-        .unwrap();
+    opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: "noop",
+            enabled: false,
+            reason: Some("explicitly off"),
+            by: "tests",
+            cancel_running: false,
+        },
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let row = c
         .query_one(
@@ -312,9 +307,18 @@ async fn a_disabled_flag_keeps_jobs_queued_and_enabling_it_runs_them_without_res
         ("queued".into(), 0)
     );
 
-    opsrunner::flags::set(&c, &opsrunner::flags::FlagChange { name: "noop", enabled: true, reason: Some("go"), by: "tests", cancel_running: false })
-        .await
-        .unwrap();
+    opsrunner::flags::set(
+        &c,
+        &opsrunner::flags::FlagChange {
+            name: "noop",
+            enabled: true,
+            reason: Some("go"),
+            by: "tests",
+            cancel_running: false,
+        },
+    )
+    .await
+    .unwrap();
     wait_status(&c, id, "succeeded", Duration::from_secs(5)).await;
     w.shutdown().await;
 }
@@ -466,14 +470,7 @@ async fn a_queued_job_with_cancel_requested_is_cancelled_without_running() {
     let c = db.client().await;
     enable(&c, &["count"]).await;
     let counts = Arc::new(Mutex::new(HashMap::new()));
-    let id: Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type, cancel_requested) VALUES ('count', true) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id: Uuid = JobRow::new("count").cancel_requested(true).insert(&c).await;
     let w = start_worker(&db.config(|_| {}), counting_registry(counts.clone())).await;
     wait_status(&c, id, "cancelled", Duration::from_secs(10)).await;
     assert!(counts.lock().unwrap().is_empty(), "the handler ran");

@@ -100,5 +100,3 @@ impl IntoResponse for ApiError {
         resp
     }
 }
-
-

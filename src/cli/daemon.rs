@@ -33,8 +33,12 @@ pub async fn serve(ctx: &Ctx) -> anyhow::Result<()> {
             "APP_ENV is development and OPS_API_KEY is unset: only scoped keys from `opsrunner keys create` authenticate"
         );
     }
-    let state =
-        crate::api::ApiState::new(&config, master, config.settings.registry()?, config.policy()?)?;
+    let state = crate::api::ApiState::new(
+        &config,
+        master,
+        config.settings.registry()?,
+        config.policy()?,
+    )?;
     let shutdown = shutdown_on_signals()?;
     // The shim's metrics listen apart from a worker's on the same VM.
     let mut metrics_settings = config.settings.clone();

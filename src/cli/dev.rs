@@ -81,7 +81,10 @@ async fn start_cluster_or_use_url(
         writeln!(out, "using DATABASE_URL ({})", url.describe())?;
         return Ok((None, url));
     }
-    writeln!(out, "DATABASE_URL is unset: starting a throwaway PostgreSQL cluster…")?;
+    writeln!(
+        out,
+        "DATABASE_URL is unset: starting a throwaway PostgreSQL cluster…"
+    )?;
     let cluster = tokio::task::spawn_blocking(TempCluster::start)
         .await
         .context("starting the throwaway cluster")??;
@@ -95,7 +98,10 @@ async fn start_cluster_or_use_url(
     Ok((Some(cluster), url))
 }
 
-async fn enable_demo_flags(client: &tokio_postgres::Client, out: &mut impl Write) -> anyhow::Result<()> {
+async fn enable_demo_flags(
+    client: &tokio_postgres::Client,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let by = crate::audit::operator_identity();
     for name in ["noop", "sleep"] {
         let change = FlagChange {
@@ -123,7 +129,11 @@ async fn start_worker(
         .await?
         .is_some()
     {
-        writeln!(out, "metrics on http://{}/metrics", config.settings.metrics.listen)?;
+        writeln!(
+            out,
+            "metrics on http://{}/metrics",
+            config.settings.metrics.listen
+        )?;
     }
     let mut ready = worker.ready();
     let worker_task = tokio::spawn(worker.run(worker_stop.clone()));
@@ -150,11 +160,17 @@ async fn enqueue_demo(
     let id = match shim {
         Some(s) => match s.enqueue_demo().await {
             Ok(id) => {
-                writeln!(out, "enqueued demo job {id} (sleep 300 ms) through the HTTP shim")?;
+                writeln!(
+                    out,
+                    "enqueued demo job {id} (sleep 300 ms) through the HTTP shim"
+                )?;
                 id
             }
             Err(e) => {
-                writeln!(out, "the shim did not take the demo job ({e}); enqueuing with SQL")?;
+                writeln!(
+                    out,
+                    "the shim did not take the demo job ({e}); enqueuing with SQL"
+                )?;
                 crate::jobs::insert(client, &demo).await?.id
             }
         },
@@ -202,7 +218,10 @@ async fn follow_demo(
 
 fn print_next_steps(shim: Option<&DevShim>, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out)?;
-    writeln!(out, "opsrunner dev is running. Enqueue with plain SQL, e.g.:")?;
+    writeln!(
+        out,
+        "opsrunner dev is running. Enqueue with plain SQL, e.g.:"
+    )?;
     writeln!(
         out,
         "  psql \"$DATABASE_URL\" -c \"INSERT INTO ops_jobs (job_type, payload) VALUES ('sleep', '{{\\\"ms\\\": 1000}}')\""
@@ -248,21 +267,17 @@ async fn start_shim(
         let scopes: Vec<String> = crate::keys::SCOPES.iter().map(|s| s.to_string()).collect();
         let tenant = config.settings.api.tenant.clone();
         let (key_id, key) =
-            crate::keys::create(client, "opsrunner-dev", &scopes, &tenant, None, DEV_ACTOR)
-                .await?;
+            crate::keys::create(client, "opsrunner-dev", &scopes, &tenant, None, DEV_ACTOR).await?;
         // A random name, and removed even after a kill -9: the file holds a
         // working key.
-        let dir = std::env::temp_dir().join(format!("opsrunner-dev-{:016x}", rand::random::<u64>()));
+        let dir =
+            std::env::temp_dir().join(format!("opsrunner-dev-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir)?;
         crate::testing::remove_on_exit(&dir)?;
         let key_file = dir.join("api-key");
         write_private(&key_file, &key)?;
-        let state = crate::api::ApiState::new(
-            config,
-            None,
-            config.settings.registry()?,
-            config.policy()?,
-        )?;
+        let state =
+            crate::api::ApiState::new(config, None, config.settings.registry()?, config.policy()?)?;
         let listener = tokio::net::TcpListener::bind(&config.settings.api.listen).await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move {
@@ -279,7 +294,12 @@ async fn start_shim(
     };
     let shim = started.await;
     let _ = match &shim {
-        Ok(s) => writeln!(out, "HTTP shim on {} (key file {})", s.base, s.key_file.display()),
+        Ok(s) => writeln!(
+            out,
+            "HTTP shim on {} (key file {})",
+            s.base,
+            s.key_file.display()
+        ),
         Err(e) => writeln!(out, "HTTP shim not started: {e}"),
     };
     shim.ok()

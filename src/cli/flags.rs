@@ -50,9 +50,15 @@ pub async fn run(command: FlagsCommand, ctx: &Ctx, out: &mut impl Write) -> anyh
         } => {
             let n = set(&name, false, reason, cancel_running).await?;
             if cancel_running {
-                writeln!(out, "{name}: off; cancellation requested for {n} running job(s)")?;
+                writeln!(
+                    out,
+                    "{name}: off; cancellation requested for {n} running job(s)"
+                )?;
             } else {
-                writeln!(out, "{name}: off (queued jobs of this type wait; running ones finish)")?;
+                writeln!(
+                    out,
+                    "{name}: off (queued jobs of this type wait; running ones finish)"
+                )?;
             }
         }
         FlagsCommand::Pause { reason } => {

@@ -72,9 +72,10 @@ pub async fn run(command: JobsCommand, ctx: &Ctx, out: &mut impl Write) -> anyho
             };
             match crate::jobs::cancel(&client, &req).await? {
                 Some(s) if s == "cancelled" => writeln!(out, "{id}: cancelled")?,
-                Some(_) => {
-                    writeln!(out, "{id}: cancellation intent recorded; its worker will stop it")?
-                }
+                Some(_) => writeln!(
+                    out,
+                    "{id}: cancellation intent recorded; its worker will stop it"
+                )?,
                 None => bail!("no unfinished job {id}"),
             }
         }
@@ -165,7 +166,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].starts_with("id"), "{text}");
-        assert!(lines[1].contains("noop") && lines[1].contains("0/3"), "{text}");
+        assert!(
+            lines[1].contains("noop") && lines[1].contains("0/3"),
+            "{text}"
+        );
         assert!(lines[1].ends_with("2026-12-01 08:00:00.000"), "{text}");
     }
 }

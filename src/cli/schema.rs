@@ -13,7 +13,10 @@ pub async fn migrate(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
     if applied.is_empty() {
         writeln!(out, "schema is up to date (version {v})")?;
     } else {
-        writeln!(out, "applied migrations {applied:?}; schema is at version {v}")?;
+        writeln!(
+            out,
+            "applied migrations {applied:?}; schema is at version {v}"
+        )?;
     }
     Ok(())
 }

@@ -59,10 +59,19 @@ impl ApiConfig {
     /// The `[api]` rules.
     pub(crate) fn check(&self, c: &mut Check) {
         c.addr("api.listen", &self.listen, false, "127.0.0.1:8080");
-        c.addr("api.metrics_listen", &self.metrics_listen, true, "127.0.0.1:9465");
+        c.addr(
+            "api.metrics_listen",
+            &self.metrics_listen,
+            true,
+            "127.0.0.1:9465",
+        );
         c.range("api.tenant", self.tenant.chars().count(), 1..=200);
         c.nonzero("api.request_timeout", self.request_timeout);
-        c.range("api.max_body_bytes", self.max_body_bytes, 1024..=16 * 1024 * 1024);
+        c.range(
+            "api.max_body_bytes",
+            self.max_body_bytes,
+            1024..=16 * 1024 * 1024,
+        );
         for (key, v) in [
             ("api.rate_per_key", self.rate_per_key),
             ("api.burst_per_key", self.burst_per_key),

@@ -139,7 +139,12 @@ impl Settings {
         self.worker.check(&mut c);
         self.db.check(&mut c);
         self.retention.check(&mut c);
-        c.addr("metrics.listen", &self.metrics.listen, true, "127.0.0.1:9464");
+        c.addr(
+            "metrics.listen",
+            &self.metrics.listen,
+            true,
+            "127.0.0.1:9464",
+        );
         self.api.check(&mut c);
         if let Err(m) = self.policy.validate() {
             c.fail_with(Error::Config(format!("{m} (config file)")));
@@ -184,7 +189,10 @@ impl Settings {
         // Leave the executor's own grace room to see the process stop.
         let kill_grace = self.worker.cancel_grace / 2;
         for cfg in &self.exec {
-            r.register(&cfg.job_type, exec::ExecHandler::new(cfg.clone(), kill_grace));
+            r.register(
+                &cfg.job_type,
+                exec::ExecHandler::new(cfg.clone(), kill_grace),
+            );
         }
         for (i, cfg) in self.http.iter().enumerate() {
             let handler = http::HttpHandler::new(cfg, i).map_err(Error::Config)?;

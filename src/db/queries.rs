@@ -294,7 +294,10 @@ pub(crate) async fn find_idempotent(
     payload: &Value,
 ) -> Result<Option<IdempotentRow>> {
     let row = c
-        .query_opt(FIND_IDEMPOTENT, &[&tenant, &key, &job_type, &queue, payload])
+        .query_opt(
+            FIND_IDEMPOTENT,
+            &[&tenant, &key, &job_type, &queue, payload],
+        )
         .await?;
     row.map(|r| {
         Ok(IdempotentRow {
@@ -315,12 +318,18 @@ pub(crate) async fn api_list_jobs(
     job_type: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Row>> {
-    Ok(c.query(API_LIST_JOBS, &[&tenant, &status, &job_type, &limit])
-        .await?)
+    Ok(
+        c.query(API_LIST_JOBS, &[&tenant, &status, &job_type, &limit])
+            .await?,
+    )
 }
 
 /// `api/get_job.sql`: one job of one tenant, with payload and result.
-pub(crate) async fn api_get_job(c: &impl GenericClient, id: Uuid, tenant: &str) -> Result<Option<Row>> {
+pub(crate) async fn api_get_job(
+    c: &impl GenericClient,
+    id: Uuid,
+    tenant: &str,
+) -> Result<Option<Row>> {
     Ok(c.query_opt(API_GET_JOB, &[&id, &tenant]).await?)
 }
 
@@ -398,7 +407,10 @@ pub(crate) async fn insert_job(
 }
 
 /// `shared/insert_jobs.sql`: the ids of the rows created, in one statement.
-pub(crate) async fn insert_jobs(c: &impl GenericClient, jobs: &[InsertJobParams<'_>]) -> Result<Vec<Uuid>> {
+pub(crate) async fn insert_jobs(
+    c: &impl GenericClient,
+    jobs: &[InsertJobParams<'_>],
+) -> Result<Vec<Uuid>> {
     let col = |f: &dyn Fn(&InsertJobParams<'_>) -> Option<String>| -> Vec<Option<String>> {
         jobs.iter().map(f).collect()
     };
@@ -446,7 +458,10 @@ pub(crate) struct CancelJobParams<'a> {
 
 /// `shared/cancel_job.sql`: the status afterwards, or `None` when there is no
 /// such unfinished job.
-pub(crate) async fn cancel_job(c: &impl GenericClient, p: &CancelJobParams<'_>) -> Result<Option<String>> {
+pub(crate) async fn cancel_job(
+    c: &impl GenericClient,
+    p: &CancelJobParams<'_>,
+) -> Result<Option<String>> {
     let row = c
         .query_opt(CANCEL_JOB, &[&p.id, &p.reason, &p.actor, &p.tenant, &p.via])
         .await?;

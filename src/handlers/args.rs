@@ -130,14 +130,27 @@ mod tests {
         let mut r = crate::Registry::new();
         r.register_args(|g: Greet, _ctx| async move { Ok(json!({ "hello": g.name })) });
         let h = r.get("greet").expect("registered under A::KIND");
-        let ok = h.run(JobContext::new("greet", json!({"name": "ops"}))).await;
+        let ok = h
+            .run(JobContext::new("greet", json!({"name": "ops"})))
+            .await;
         assert_eq!(ok, Ok(json!({"hello": "ops"})));
-        for bad in [json!({"name": 5}), json!({"name": ""}), json!(["ops"]), json!({})] {
-            assert!(matches!(h.validate(&bad), Err(HandlerError::Permanent(_))), "{bad}");
+        for bad in [
+            json!({"name": 5}),
+            json!({"name": ""}),
+            json!(["ops"]),
+            json!({}),
+        ] {
+            assert!(
+                matches!(h.validate(&bad), Err(HandlerError::Permanent(_))),
+                "{bad}"
+            );
             let r = h.run(JobContext::new("greet", bad.clone())).await;
             assert!(matches!(r, Err(HandlerError::Permanent(_))), "{bad}");
         }
         let job = NewJob::from_args(&Greet { name: "x".into() }).unwrap();
-        assert_eq!((job.job_type.as_str(), job.payload), ("greet", json!({"name": "x"})));
+        assert_eq!(
+            (job.job_type.as_str(), job.payload),
+            ("greet", json!({"name": "x"}))
+        );
     }
 }

@@ -9,12 +9,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::WorkerConfig;
-use crate::handlers::{Handler, HandlerError, HandlerResult, JobContext};
-use crate::jobs::{bound_error, bound_result};
 use super::backoff;
 use super::running::CancelReason;
 use super::state::Shared;
+use crate::config::WorkerConfig;
+use crate::handlers::{Handler, HandlerError, HandlerResult, JobContext};
+use crate::jobs::{bound_error, bound_result};
 
 /// A row returned by the claim query.
 #[derive(Debug, Clone)]

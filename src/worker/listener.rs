@@ -85,7 +85,11 @@ pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: C
 async fn connect(
     shared: &Shared,
 ) -> Result<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>)> {
-    let pg = crate::db::session_config(&shared.listen_url, &shared.db_config, LISTENER_APPLICATION_NAME);
+    let pg = crate::db::session_config(
+        &shared.listen_url,
+        &shared.db_config,
+        LISTENER_APPLICATION_NAME,
+    );
     let (client, mut conn) = pg.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -44,7 +44,11 @@ use state::{Health, Live, Shared, Signals};
 
 fn lease_owner() -> String {
     let suffix: u32 = rand::random();
-    format!("{}:{}:{suffix:08x}", crate::audit::hostname(), std::process::id())
+    format!(
+        "{}:{}:{suffix:08x}",
+        crate::audit::hostname(),
+        std::process::id()
+    )
 }
 
 /// A worker daemon: build it with [`Worker::new`], then [`Worker::run`] it
@@ -159,17 +163,31 @@ impl Worker {
         vec![
             (
                 "listener",
-                tokio::spawn(listener::run(s.clone(), self.ready_tx.clone(), stop.clone())),
+                tokio::spawn(listener::run(
+                    s.clone(),
+                    self.ready_tx.clone(),
+                    stop.clone(),
+                )),
             ),
             (
                 "flag reloader",
                 tokio::spawn(flag_cache::run_reloader(s.clone(), stop.clone())),
             ),
-            ("heartbeat", tokio::spawn(heartbeat::run(s.clone(), stop.clone()))),
-            ("maintenance", tokio::spawn(maintenance::run(s.clone(), stop.clone()))),
+            (
+                "heartbeat",
+                tokio::spawn(heartbeat::run(s.clone(), stop.clone())),
+            ),
+            (
+                "maintenance",
+                tokio::spawn(maintenance::run(s.clone(), stop.clone())),
+            ),
             (
                 "systemd notifier",
-                tokio::spawn(watchdog::run(s.clone(), self.ready_tx.subscribe(), stop.clone())),
+                tokio::spawn(watchdog::run(
+                    s.clone(),
+                    self.ready_tx.subscribe(),
+                    stop.clone(),
+                )),
             ),
         ]
     }

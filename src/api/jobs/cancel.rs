@@ -72,4 +72,3 @@ pub async fn cancel(
         message: "Cancellation intent recorded".into(),
     }))
 }
-

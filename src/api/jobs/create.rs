@@ -48,7 +48,11 @@ pub async fn create(
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
     let req: CreateJob = serde_json::from_slice(&bytes).map_err(|e| describe_json_error(&e))?;
     let job = new_job(&state, &req, &who, idem)?;
-    let input_hash = audit::sha256_hex(json!([job.job_type, job.queue, job.payload]).to_string().as_bytes());
+    let input_hash = audit::sha256_hex(
+        json!([job.job_type, job.queue, job.payload])
+            .to_string()
+            .as_bytes(),
+    );
     let claims = policy_gate(&state, &who, &job, &input_hash).await?;
     let token_actor = claims.as_ref().map(|c| c.actor.clone());
     let mut client = state.pool.get().await?;
@@ -65,12 +69,24 @@ pub async fn create(
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
     let inserted = crate::jobs::insert(&*tx, &job).await?;
-    audit_request(&*tx, &who, &job, &inserted, &input_hash, token_actor, claims.is_some()).await?;
+    audit_request(
+        &*tx,
+        &who,
+        &job,
+        &inserted,
+        &input_hash,
+        token_actor,
+        claims.is_some(),
+    )
+    .await?;
     tx.commit().await?;
     let (code, message) = if inserted.created {
         (StatusCode::CREATED, "Job enqueued")
     } else {
-        (StatusCode::OK, "Idempotent replay: the job created by the first request")
+        (
+            StatusCode::OK,
+            "Idempotent replay: the job created by the first request",
+        )
     };
     let body = JobAccepted {
         job_id: Some(inserted.id),
@@ -103,7 +119,9 @@ fn new_job(
             (t.is_finite() && t > 0.0 && t <= 86_400.0)
                 .then(|| std::time::Duration::from_secs_f64(t))
                 .ok_or_else(|| {
-                    ApiError::unprocessable("timeout_seconds must be greater than 0 and at most 86400")
+                    ApiError::unprocessable(
+                        "timeout_seconds must be greater than 0 and at most 86400",
+                    )
                 })
         })
         .transpose()?;
@@ -141,7 +159,10 @@ async fn policy_gate(
 ) -> Result<Option<Claims>, ApiError> {
     let now = chrono::Utc::now().timestamp();
     let token = job.policy_token.as_deref();
-    let refusal = match state.policy.check(&job.job_type, Some(&who.tenant), token, now) {
+    let refusal = match state
+        .policy
+        .check(&job.job_type, Some(&who.tenant), token, now)
+    {
         Ok(claims) => return Ok(claims),
         Err(refusal) => refusal,
     };
@@ -150,7 +171,8 @@ async fn policy_gate(
     tracing::warn!(reason = refusal.code(), job_type = %job.job_type, actor = %who.actor,
         "policy token refused");
     let client = state.pool.get().await?;
-    let detail = json!({ "job_type": job.job_type, "reason": refusal.code(), "input_sha256": input_hash });
+    let detail =
+        json!({ "job_type": job.job_type, "reason": refusal.code(), "input_sha256": input_hash });
     audit_as(&**client, who, "policy.refused", None, &detail).await?;
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
@@ -175,7 +197,11 @@ async fn audit_request(
         .map(|k| audit::sha256_hex(k.as_bytes()));
     let detail = json!({ "job_type": job.job_type, "input_sha256": input_hash,
                          "idempotency_key_sha256": key_hash, "token_actor": token_actor });
-    let action = if inserted.created { "job.request" } else { "job.replay" };
+    let action = if inserted.created {
+        "job.request"
+    } else {
+        "job.replay"
+    };
     audit_as(tx, who, action, Some(&id), &detail).await?;
     if used_token {
         let detail = json!({ "job_type": job.job_type, "token_actor": token_actor });

@@ -94,11 +94,10 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     Ok(Some(s.to_string()))
 }
 
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::list_limit;
+    use super::*;
 
     #[test]
     fn list_limit_defaults_and_caps() {

@@ -92,4 +92,3 @@ pub async fn get_one(
     let row = row.ok_or_else(ApiError::not_found)?;
     Ok(Json(view(&row, true)?))
 }
-

@@ -62,7 +62,9 @@ async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Share
 
 /// Cheap (a look at shared memory), so every tick: a full notification queue
 /// stops every NOTIFY in the cluster.
-pub(super) async fn publish_notification_queue_usage(client: &deadpool_postgres::Client) -> Result<()> {
+pub(super) async fn publish_notification_queue_usage(
+    client: &deadpool_postgres::Client,
+) -> Result<()> {
     let usage = queries::notification_usage(&***client).await?;
     metrics::gauge!("opsrunner_notification_queue_usage_ratio").set(usage);
     Ok(())

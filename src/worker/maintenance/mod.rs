@@ -37,7 +37,11 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(None) => {}
             Ok(Some(t)) => {
                 if t.requeued + t.failed > 0 {
-                    tracing::warn!(requeued = t.requeued, failed = t.failed, "rescued jobs whose lease expired");
+                    tracing::warn!(
+                        requeued = t.requeued,
+                        failed = t.failed,
+                        "rescued jobs whose lease expired"
+                    );
                 }
                 if t.cancelled > 0 {
                     tracing::info!(cancelled = t.cancelled, "cancelled queued jobs on request");
