@@ -47,6 +47,7 @@ pub struct Claims {
 
 /// Why a token was refused. The message carries no part of the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Refusal {
     /// No token with an action job.
     #[error("a policy token is required for this job type")]
