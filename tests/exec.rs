@@ -258,3 +258,39 @@ fn exec_config_is_validated_at_start_up() {
             .contains("defined twice")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grandchild_that_leaves_the_process_group_does_not_hold_the_job_open() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["escapee"]).await;
+    let dir = temp_dir("escapee");
+    // The grandchild leaves the group (setsid) and keeps stdout and stderr
+    // open for 300 s; the command itself waits until it has escaped (else
+    // the group kill at the command's exit could still reach it), prints
+    // its result and exits 0.
+    let pid_file = dir.join("escaped.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300' & \
+         while [ ! -s {p} ]; do sleep 0.05; done; echo '{{\"ok\": 1}}'",
+        p = pid_file.display()
+    );
+    let mut settings = fast_settings();
+    settings.exec = vec![sh("escapee", &script)];
+    let cfg = db.config(|s| *s = settings.clone());
+    let w = start_worker(&cfg, settings.registry().unwrap()).await;
+    let id = JobRow::new("escapee").max_attempts(1).insert(&c).await;
+    let (status, result, error, attempt) = finished(&c, id).await;
+    let escaped: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if escaped > 0 {
+        // SAFETY: kill(2) on the process this test's command started.
+        unsafe { libc::kill(escaped, libc::SIGKILL) };
+    }
+    assert!(escaped > 0, "the grandchild escaped the group");
+    assert_eq!((status.as_str(), attempt), ("succeeded", 1), "{error:?}");
+    assert_eq!(result, Some(json!({"ok": 1})));
+    w.shutdown().await;
+}

@@ -91,20 +91,32 @@ fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
-/// Reads everything, keeping at most `keep` bytes: the head, or the tail.
-async fn read_bounded(mut r: impl AsyncRead + Unpin, keep: usize, tail: bool) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut overflow = false;
+/// After the command exits, how long its stdout and stderr may stay open.
+/// A process that left the group (`setsid`, a daemonizing script) can hold
+/// them open for ever; the job ends on the command's own exit status, with
+/// the output read so far. 1 s: a pipe drains in microseconds once the
+/// writer is gone, so only an escaped holder waits this long.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Output read so far (at most the kept bytes) and whether more was cut.
+type Captured = std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
+
+/// Reads everything, keeping at most `keep` bytes (the head, or the tail)
+/// in `into`, so that what was read is there even if reading never ends.
+async fn read_bounded(mut r: impl AsyncRead + Unpin, keep: usize, tail: bool, into: Captured) {
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let Ok(mut guard) = into.lock() else { break };
+                let (kept, overflow) = &mut *guard;
                 kept.extend_from_slice(&buf[..n]);
                 if kept.len() > keep {
-                    overflow = true;
+                    *overflow = true;
                     if tail {
-                        kept.drain(..kept.len() - keep);
+                        let cut = kept.len() - keep;
+                        kept.drain(..cut);
                     } else {
                         kept.truncate(keep);
                     }
@@ -112,7 +124,10 @@ async fn read_bounded(mut r: impl AsyncRead + Unpin, keep: usize, tail: bool) ->
             }
         }
     }
-    (kept, overflow)
+}
+
+fn take(c: &Captured) -> (Vec<u8>, bool) {
+    c.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default()
 }
 
 async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value, HandlerError> {
@@ -147,16 +162,16 @@ async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value,
     };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    let (out_buf, err_buf) = (Captured::default(), Captured::default());
+    let (o, e) = (out_buf.clone(), err_buf.clone());
     let out = async move {
-        match stdout {
-            Some(s) => read_bounded(s, MAX_RESULT_BYTES, false).await,
-            None => (Vec::new(), false),
+        if let Some(s) = stdout {
+            read_bounded(s, MAX_RESULT_BYTES, false, o).await;
         }
     };
     let err = async move {
-        match stderr {
-            Some(s) => read_bounded(s, MAX_ERROR_CHARS * 4, true).await,
-            None => (Vec::new(), false),
+        if let Some(s) = stderr {
+            read_bounded(s, MAX_ERROR_CHARS * 4, true, e).await;
         }
     };
     // Driven concurrently with the wait: a child that reads all of stdin or
@@ -182,16 +197,14 @@ async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value,
     };
     // The leader is gone; nothing it left behind in its group may outlive the job.
     signal_group(pgid, libc::SIGKILL);
-    let ((), (stdout, too_big), (stderr, _)) =
-        match tokio::time::timeout(Duration::from_secs(5), &mut io).await {
-            Ok(Ok(r)) => r,
-            _ => {
-                io.abort();
-                return Err(HandlerError::Retryable(
-                    "command output did not close".into(),
-                ));
-            }
-        };
+    if tokio::time::timeout(OUTPUT_GRACE, &mut io).await.is_err() {
+        io.abort();
+        tracing::warn!(job_id = %job.id, job_type = %job.job_type,
+            "the command exited but a process outside its group keeps its output open; \
+             ending the job on the command's exit status (that process is not killed)");
+    }
+    let (stdout, too_big) = take(&out_buf);
+    let (stderr, _) = take(&err_buf);
     let status =
         status.map_err(|e| HandlerError::Retryable(format!("waiting for the command: {e}")))?;
     let stderr_tail = String::from_utf8_lossy(&stderr).trim().to_string();
