@@ -1075,3 +1075,24 @@ async fn shim_metrics_count_requests_by_route_template_and_auth_failures_by_reas
     );
     assert!(!text.contains(id), "a job id reached a label");
 }
+
+#[tokio::test]
+async fn a_row_the_shim_cannot_decode_is_shown_with_a_marker_not_as_database_unavailable() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let id: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, tenant_id, payload) VALUES ('noop', 'default', $1::text::jsonb) RETURNING id",
+            &[&deep],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let api = shim(&db).await;
+    let r = call("GET", &api.url(&format!("/api/ops/jobs/{id}")), Some(MASTER), None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["payload"]["undecodable"], true, "{}", r.text);
+    let r = call("GET", &api.url("/api/ops/jobs"), Some(MASTER), None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

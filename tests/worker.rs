@@ -595,3 +595,46 @@ async fn jobs_a_claim_brings_back_after_the_stop_began_go_back_queued_unstarted(
     );
     assert_eq!(trail, ["running", "queued"], "{trail:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_worker_cannot_decode_fails_alone_and_the_rest_of_its_batch_runs() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["noop"]).await;
+    // PostgreSQL stores both; serde_json refuses 200 levels of nesting
+    // (its limit is 128) and a number past f64. Priority -100: they are
+    // claimed first, in the same batch as the ordinary jobs.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, priority, payload, max_attempts)
+         SELECT 'noop', -100, p::jsonb, 3 FROM unnest(ARRAY[$1, '{\"n\": 1e1000}']) AS p
+         UNION ALL
+         SELECT 'noop', 0, jsonb_build_object('i', g), 3 FROM generate_series(1, 20) g",
+        &[&deep],
+    )
+    .await
+    .unwrap();
+    let w = start_worker(&db.config(|_| {}), Registry::with_builtins()).await;
+    wait_all_finished(&c, Duration::from_secs(15), "the batch").await;
+    let rows = c
+        .query(
+            "SELECT priority, status::text, attempt, error FROM ops_jobs ORDER BY priority",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in &rows {
+        let (priority, status, attempt, error): (i16, String, i32, Option<String>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        if priority == -100 {
+            assert_eq!(status, "failed", "{error:?}");
+            let error = error.unwrap_or_default();
+            assert!(error.contains("cannot be decoded") && error.chars().count() <= 500, "{error}");
+            assert_eq!(attempt, 1, "a decode failure is not retried");
+        } else {
+            assert_eq!((status.as_str(), attempt), ("succeeded", 1), "{error:?}");
+        }
+    }
+    assert_eq!(rows.len(), 22);
+    w.shutdown().await;
+}

@@ -122,13 +122,24 @@ pub async fn connect(
     Ok(client)
 }
 
+/// A value tokio-postgres could not convert to or from its Rust type (a row
+/// that PostgreSQL stores but serde cannot read, say): the data is the
+/// problem, not the connection. tokio-postgres exposes no error kind, so
+/// this reads its fixed wording.
+fn is_codec_error(e: &tokio_postgres::Error) -> bool {
+    let msg = e.to_string();
+    msg.starts_with("error deserializing") || msg.starts_with("error serializing")
+}
+
 /// True when the error means the connection or server is gone, so retrying on a
 /// new connection is the right answer (as opposed to a bad statement or data).
 pub fn is_transient(e: &Error) -> bool {
     match e {
         Error::Pool(_) | Error::Io(_) | Error::Timeout(_) => true,
         Error::Db(db) => match db.code() {
-            None => true,
+            // No SQLSTATE: the connection (closed, I/O, timeout), or a value
+            // this side cannot encode or decode, which no retry fixes.
+            None => db.is_closed() || !is_codec_error(db),
             Some(code) => {
                 let c = code.code();
                 // 08: connection exception, 57P: operator intervention

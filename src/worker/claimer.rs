@@ -155,7 +155,21 @@ impl Claimer {
             .stats
             .claimed
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        rows.iter().map(ClaimedJob::from_row).collect()
+        // Each row on its own: one that cannot be decoded must not take the
+        // others of its batch down with it.
+        Ok(rows
+            .iter()
+            .filter_map(|r| match ClaimedJob::from_row(r) {
+                Ok(job) => Some(job),
+                Err(e) => {
+                    // Without its id and attempt it cannot be completed; its
+                    // lease expires and the rescuer ends it after its attempts.
+                    let id = r.try_get::<_, uuid::Uuid>("id").ok();
+                    tracing::error!(job_id = ?id, error = %e, "a claimed row cannot be decoded; leaving it to lease expiry");
+                    None
+                }
+            })
+            .collect())
     }
 
     async fn launch(&self, job: ClaimedJob, stop_claiming: &CancellationToken) {
@@ -163,6 +177,12 @@ impl Claimer {
             // The stop came while the claim was on its way: a stopping
             // daemon starts nothing new, so the job goes straight back.
             let outcome = executor::Outcome::Requeue(STOPPED_BEFORE_START.into());
+            end_unstarted(&self.completions, &job, outcome).await;
+            return;
+        }
+        if let Some(why) = &job.undecodable {
+            tracing::warn!(job_id = %job.id, job_type = %job.job_type, "failing a job whose payload cannot be decoded");
+            let outcome = executor::Outcome::Failed(why.clone());
             end_unstarted(&self.completions, &job, outcome).await;
             return;
         }

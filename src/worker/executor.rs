@@ -32,18 +32,34 @@ pub(crate) struct ClaimedJob {
     pub policy_token: Option<crate::policy::Token>,
     /// From `run_at` to the claim.
     pub queue_wait: Duration,
+    /// Why the row's payload could not be decoded (bounded), if it could
+    /// not: the job then fails alone, through the normal fenced completion.
+    pub undecodable: Option<String>,
 }
 
 impl ClaimedJob {
     /// Decodes a row of `worker/claim.sql`. By name and fallible: a schema
     /// mismatch must be an error (the rows then come back through lease
     /// expiry), never a panic in the claimer.
+    ///
+    /// PostgreSQL stores JSON that serde cannot read (nesting deeper than its
+    /// recursion limit of 128, numbers such as `1e1000`): such a payload is
+    /// kept as `null` and the reason in `undecodable`, so that one row fails
+    /// alone instead of its whole batch.
     pub(crate) fn from_row(r: &tokio_postgres::Row) -> crate::Result<Self> {
+        let (payload, undecodable) = match r.try_get::<_, Value>("payload") {
+            Ok(v) => (v, None),
+            Err(e) => (
+                Value::Null,
+                Some(bound_error(&format!("the job's payload cannot be decoded: {e}"))),
+            ),
+        };
         Ok(ClaimedJob {
             id: r.try_get("id")?,
             job_type: r.try_get("job_type")?,
             queue: r.try_get("queue")?,
-            payload: r.try_get("payload")?,
+            payload,
+            undecodable,
             attempt: r.try_get("attempt")?,
             max_attempts: r.try_get("max_attempts")?,
             timeout: r

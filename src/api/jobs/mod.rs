@@ -152,8 +152,17 @@ fn view(r: &tokio_postgres::Row, detail: bool) -> Result<JobView, tokio_postgres
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         error: r.try_get("error")?,
-        payload: if detail { r.try_get("payload")? } else { None },
-        result: if detail { r.try_get("result")? } else { None },
+        payload: if detail { lenient(r, "payload") } else { None },
+        result: if detail { lenient(r, "result") } else { None },
+    })
+}
+
+/// A JSON column, or a marker when PostgreSQL holds JSON that serde cannot
+/// read (nesting past its recursion limit, `1e1000`): the job is still shown,
+/// and such a row is bad data, not an unavailable database.
+fn lenient(r: &tokio_postgres::Row, column: &str) -> Option<Value> {
+    r.try_get::<_, Option<Value>>(column).unwrap_or_else(|_| {
+        Some(serde_json::json!({ "error": "Stored JSON cannot be decoded", "undecodable": true }))
     })
 }
 
