@@ -1090,7 +1090,14 @@ async fn a_row_the_shim_cannot_decode_is_shown_with_a_marker_not_as_database_una
         .unwrap()
         .get(0);
     let api = shim(&db).await;
-    let r = call("GET", &api.url(&format!("/api/ops/jobs/{id}")), Some(MASTER), None, &[]).await;
+    let r = call(
+        "GET",
+        &api.url(&format!("/api/ops/jobs/{id}")),
+        Some(MASTER),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["payload"]["undecodable"], true, "{}", r.text);
     let r = call("GET", &api.url("/api/ops/jobs"), Some(MASTER), None, &[]).await;

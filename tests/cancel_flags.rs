@@ -92,7 +92,7 @@ async fn a_running_job_is_cancelled_through_notify_well_before_the_next_heartbea
     // Heartbeat every 30 s: a quick stop can only come from the NOTIFY.
     let cfg = db.config(|s| {
         s.worker.lease = Duration::from_secs(60);
-        s.worker.heartbeat_interval = Duration::from_secs(30);
+        s.worker.heartbeat_interval = Duration::from_secs(20);
     });
     let w = start_worker(&cfg, Registry::with_builtins()).await;
     let id = insert_job(&c, "sleep", json!({"ms": 60000})).await;

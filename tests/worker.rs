@@ -400,7 +400,7 @@ async fn a_zombie_worker_cannot_complete_an_attempt_that_was_reclaimed() {
             // notice the theft, so the stale completion reaches the fence.
             s.worker.concurrency = 1;
             s.worker.lease = Duration::from_secs(120);
-            s.worker.heartbeat_interval = Duration::from_secs(60);
+            s.worker.heartbeat_interval = Duration::from_secs(40);
         }),
         gated(gate_a.clone(), "a"),
     )
@@ -514,7 +514,9 @@ async fn the_worker_pool_uses_generic_plans_without_jit_and_keeps_its_timeouts()
     let db = migrated_db().await;
     let cfg = db.config(|_| {});
     // The pool `Worker::new` builds.
-    let pool = opsrunner::db::worker_pool(&cfg.database_url, &cfg.settings.db).unwrap();
+    let call_timeout = cfg.settings.db.call_timeout(cfg.settings.worker.lease);
+    let pool =
+        opsrunner::db::worker_pool(&cfg.database_url, &cfg.settings.db, call_timeout).unwrap();
     let c = pool.get().await.unwrap();
     let show = |name: &'static str| {
         let c = &c;
@@ -529,6 +531,9 @@ async fn the_worker_pool_uses_generic_plans_without_jit_and_keeps_its_timeouts()
     assert_eq!(show("jit").await, "off");
     // The plan option is appended to, not instead of, the session timeouts.
     assert_ne!(show("statement_timeout").await, "0");
+    // No longer than the client-side deadline: a statement the worker gave
+    // up on must not run on in the server.
+    assert_eq!(show("statement_timeout").await, "1s");
     assert_ne!(show("idle_in_transaction_session_timeout").await, "0");
 }
 
@@ -629,7 +634,10 @@ async fn a_row_the_worker_cannot_decode_fails_alone_and_the_rest_of_its_batch_ru
         if priority == -100 {
             assert_eq!(status, "failed", "{error:?}");
             let error = error.unwrap_or_default();
-            assert!(error.contains("cannot be decoded") && error.chars().count() <= 500, "{error}");
+            assert!(
+                error.contains("cannot be decoded") && error.chars().count() <= 500,
+                "{error}"
+            );
             assert_eq!(attempt, 1, "a decode failure is not retried");
         } else {
             assert_eq!((status.as_str(), attempt), ("succeeded", 1), "{error:?}");

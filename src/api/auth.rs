@@ -116,8 +116,10 @@ async fn authenticate(
             scopes: crate::keys::SCOPES.iter().map(|s| s.to_string()).collect(),
         }
     } else {
-        let client = state.pool.get().await?;
-        match crate::keys::lookup(&**client, presented).await? {
+        let client = crate::db::checkout(&state.pool).await?;
+        let found = crate::keys::lookup(client.client(), presented).await?;
+        client.release();
+        match found {
             None => return Err(fail(state, "unknown", None, ip, route).await),
             Some(k) if k.revoked => {
                 return Err(fail(state, "revoked", Some(&k.tenant), ip, route).await);
@@ -178,8 +180,18 @@ async fn audit_failure(
     tracing::warn!(reason, %ip, route, actor, "authentication failed");
     let detail = serde_json::json!({ "reason": reason, "ip": ip.to_string(), "route": route });
     let write = async {
-        let client = state.pool.get().await.map_err(crate::Error::from)?;
-        crate::audit::record(&**client, actor, "auth.failure", None, tenant, &detail).await
+        let client = crate::db::checkout(&state.pool).await?;
+        crate::audit::record(
+            client.client(),
+            actor,
+            "auth.failure",
+            None,
+            tenant,
+            &detail,
+        )
+        .await?;
+        client.release();
+        Ok::<(), crate::Error>(())
     };
     if let Err(e) = write.await {
         tracing::warn!(error = %e, "could not audit an authentication failure");

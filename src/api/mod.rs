@@ -163,8 +163,10 @@ pub fn router(state: SharedState) -> Router {
 
 async fn readyz(State(state): State<SharedState>) -> Response {
     let check = async {
-        let client = state.pool.get().await.map_err(Error::from)?;
-        crate::db::migrate::check_schema(&client).await
+        let client = crate::db::checkout(&state.pool).await?;
+        crate::db::migrate::check_schema(client.client()).await?;
+        client.release();
+        Ok::<(), Error>(())
     };
     match tokio::time::timeout(Duration::from_secs(3), check).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
@@ -257,8 +259,10 @@ pub async fn serve_on(
                 }
                 // Pinged only while the database answers.
                 let ok = tokio::time::timeout(every, async {
-                    let c = pool.get().await.ok()?;
-                    c.simple_query("SELECT 1").await.ok()
+                    let c = crate::db::checkout(&pool).await.ok()?;
+                    let ok = c.simple_query("SELECT 1").await.ok();
+                    c.release();
+                    ok
                 })
                 .await;
                 if matches!(ok, Ok(Some(_))) {

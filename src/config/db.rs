@@ -25,6 +25,13 @@ pub struct DbConfig {
     /// `idle_in_transaction_session_timeout` of every session.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
+    /// Client-side deadline of every database call the daemon and the shim
+    /// make (a server-side `statement_timeout` cannot end a statement that
+    /// never reached the server). A call past it is abandoned and its
+    /// connection closed, never reused. Unset: a sixth of `worker.lease`, at
+    /// most 10 s (5 s with the default lease).
+    #[serde(with = "humantime_serde::option")]
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for DbConfig {
@@ -35,6 +42,7 @@ impl Default for DbConfig {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             idle_in_transaction_timeout: Duration::from_secs(10),
+            call_timeout: None,
         }
     }
 }
@@ -45,5 +53,14 @@ impl DbConfig {
         c.nonzero("db.acquire_timeout", self.acquire_timeout);
         c.nonzero("db.connect_timeout", self.connect_timeout);
         c.range("db.pool_size", self.pool_size, 2..=1000);
+        if let Some(d) = self.call_timeout {
+            c.nonzero("db.call_timeout", d);
+        }
+    }
+
+    /// The client-side deadline of one call, given the worker's lease.
+    pub fn call_timeout(&self, lease: Duration) -> Duration {
+        self.call_timeout
+            .unwrap_or_else(|| (lease / 6).min(Duration::from_secs(10)))
     }
 }

@@ -138,6 +138,8 @@ impl Settings {
         let mut c = check::Check::new();
         self.worker.check(&mut c);
         self.db.check(&mut c);
+        self.worker
+            .check_with_db(self.db.call_timeout(self.worker.lease), &mut c);
         self.retention.check(&mut c);
         c.addr(
             "metrics.listen",

@@ -104,6 +104,27 @@ impl WorkerConfig {
             self.heartbeat_interval * 2 <= self.lease,
             "must be at most half of worker.lease, or a single slow heartbeat loses every lease",
         );
+    }
+
+    /// How long a running job may go without a known lease renewal before
+    /// this worker stops it itself (self-fencing): `lease - heartbeat_interval
+    /// - call_timeout`. Whatever the heartbeat call is doing, the handler is
+    /// then cancelled before the lease can expire and another worker be
+    /// handed the job.
+    pub fn fence_after(&self, call_timeout: Duration) -> Duration {
+        self.lease
+            .saturating_sub(self.heartbeat_interval)
+            .saturating_sub(call_timeout)
+    }
+
+    /// The rules that tie `[worker]` to `db.call_timeout`.
+    pub(crate) fn check_with_db(&self, call_timeout: Duration, c: &mut Check) {
+        c.rule(
+            "worker.heartbeat_interval",
+            (self.heartbeat_interval + call_timeout) * 2 <= self.lease,
+            "plus db.call_timeout must be at most half of worker.lease, or a heartbeat that is \
+             merely slow would make the worker stop its own jobs (self-fencing)",
+        );
         c.rule(
             "worker.backoff_max",
             self.backoff_max >= self.backoff_base,

@@ -25,6 +25,7 @@ pub const API_APPLICATION_NAME: &str = "opsrunner-api";
 /// `application_name` of the operator CLI's connections.
 pub const CLI_APPLICATION_NAME: &str = "opsrunner-cli";
 
+use std::future::Future;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -42,9 +43,17 @@ pub fn session_config(
     let mut pg = url.pg_config().clone();
     pg.application_name(application_name);
     pg.connect_timeout(db.connect_timeout);
-    // Detect a silently dropped TCP peer (a VM that vanished) within a minute.
+    // A peer that vanished without a FIN or RST (a VM gone, a cable cut) is
+    // found by keepalive probes within 5 + 3 x 2 = 11 s, and data that stays
+    // unacknowledged for 15 s fails the socket (TCP_USER_TIMEOUT); the
+    // kernel defaults took about 12 minutes. Neither catches a peer that
+    // acknowledges but never answers (a stalled proxy): the client-side call
+    // deadline (`bounded`, `db.call_timeout`) does.
     pg.keepalives(true);
-    pg.keepalives_idle(Duration::from_secs(30));
+    pg.keepalives_idle(Duration::from_secs(5));
+    pg.keepalives_interval(Duration::from_secs(2));
+    pg.keepalives_retries(3);
+    pg.tcp_user_timeout(Duration::from_secs(15));
     // JIT compiles a plan when its estimated cost is high. A generic plan
     // cannot see the claim's LIMIT and estimates a tenth of the table, so on
     // a large queue every claim paid about 20 ms of compiling for a 1 ms
@@ -99,9 +108,75 @@ pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str, plans: Plans) ->
         .map_err(|e| Error::Pool(e.to_string()))
 }
 
-/// The worker daemon's pool: generic plans (see [`Plans`]).
-pub fn worker_pool(url: &DbUrl, db: &DbConfig) -> Result<Pool> {
-    pool(url, db, WORKER_APPLICATION_NAME, Plans::Generic)
+/// The worker daemon's pool: generic plans (see [`Plans`]), and a server
+/// `statement_timeout` no longer than the client-side `call_timeout`, so that
+/// a statement the daemon gave up on does not run on in the server.
+pub fn worker_pool(url: &DbUrl, db: &DbConfig, call_timeout: Duration) -> Result<Pool> {
+    let mut db = db.clone();
+    db.statement_timeout = db.statement_timeout.min(call_timeout);
+    pool(url, &db, WORKER_APPLICATION_NAME, Plans::Generic)
+}
+
+/// Runs `fut` under the client-side deadline `d`: [`Error::Timeout`] when it
+/// takes longer (the future is dropped, and with it any [`Conn`] it held,
+/// which is then closed rather than returned to the pool).
+pub async fn bounded<T>(d: Duration, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(d, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout(d)),
+    }
+}
+
+/// A pooled connection that goes back to the pool only through
+/// [`Conn::release`], after a call that finished. Dropped any other way (a
+/// call abandoned at its deadline, an error) it is closed: its socket may be
+/// stalled mid-statement, and handed to the next caller it would stall that
+/// caller too (the pool's recycling check only sees closed connections).
+pub struct Conn(Option<deadpool_postgres::Object>);
+
+/// Takes a connection from `pool` (bounded by the pool's own wait, create
+/// and recycle timeouts).
+pub async fn checkout(pool: &Pool) -> Result<Conn> {
+    Ok(Conn(Some(pool.get().await?)))
+}
+
+impl Conn {
+    /// Returns the connection to the pool.
+    pub fn release(mut self) {
+        drop(self.0.take());
+    }
+
+    /// The connection as a plain client.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        // Only `release` and `drop` take it, and both consume the Conn.
+        self.0
+            .as_ref()
+            .expect("a Conn holds its connection until consumed")
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .expect("a Conn holds its connection until consumed")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(o) = self.0.take() {
+            // Out of the pool for good: dropping the client closes it.
+            drop(deadpool_postgres::Object::take(o));
+        }
+    }
 }
 
 /// One session connection whose driver runs on its own task. Notifications
@@ -111,9 +186,14 @@ pub async fn connect(
     db: &DbConfig,
     application_name: &str,
 ) -> Result<tokio_postgres::Client> {
-    let (client, conn) = session_config(url, db, application_name)
-        .connect(NoTls)
-        .await?;
+    // `connect_timeout` bounds the socket connect only; the whole start-up
+    // (TLS, authentication) gets the same bound here.
+    let connecting = async {
+        Ok(session_config(url, db, application_name)
+            .connect(NoTls)
+            .await?)
+    };
+    let (client, conn) = bounded(db.connect_timeout * 2, connecting).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "database connection closed");

@@ -154,23 +154,30 @@ pub(crate) async fn complete(
 /// A row of `worker/heartbeat.sql`: a lease renewed.
 pub(crate) struct HeartbeatRow {
     pub id: Uuid,
+    pub attempt: i32,
     pub cancel_requested: bool,
 }
 
-/// `worker/heartbeat.sql`: renews the leases of `ids` held by `owner`.
+/// `worker/heartbeat.sql`: renews the leases of the `(id, attempt)` pairs
+/// `owner` holds.
 pub(crate) async fn heartbeat(
     c: &impl CachingClient,
-    ids: &[Uuid],
+    jobs: &[(Uuid, i32)],
     owner: &str,
     lease_secs: f64,
 ) -> Result<Vec<HeartbeatRow>> {
     let stmt = c.prepare_cached(HEARTBEAT).await?;
-    let rows = c.query(&stmt, &[&ids, &owner, &lease_secs]).await?;
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.0).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.1).collect();
+    let rows = c
+        .query(&stmt, &[&ids, &attempts, &owner, &lease_secs])
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(HeartbeatRow {
                 id: r.try_get(0)?,
-                cancel_requested: r.try_get(1)?,
+                attempt: r.try_get(1)?,
+                cancel_requested: r.try_get(2)?,
             })
         })
         .collect()

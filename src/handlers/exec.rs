@@ -127,7 +127,9 @@ async fn read_bounded(mut r: impl AsyncRead + Unpin, keep: usize, tail: bool, in
 }
 
 fn take(c: &Captured) -> (Vec<u8>, bool) {
-    c.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default()
+    c.lock()
+        .map(|mut g| std::mem::take(&mut *g))
+        .unwrap_or_default()
 }
 
 async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value, HandlerError> {

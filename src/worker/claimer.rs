@@ -27,8 +27,8 @@ use super::backoff::Backoff;
 use super::executor::{self, ClaimedJob, Completion};
 use super::prefetch::{Prefetched, STOPPED_BEFORE_START, Slot, claim_room};
 use super::state::Shared;
-use crate::db::queries;
-use crate::error::{Error, Result};
+use crate::db::{self, queries};
+use crate::error::Result;
 
 /// The claimer's dependencies.
 pub(crate) struct Claimer {
@@ -122,6 +122,9 @@ impl Claimer {
                         tokio::select! {
                             _ = stop_claiming.cancelled() => return,
                             _ = tokio::time::sleep(delay) => {}
+                            // A LISTEN reconnect means the database is back:
+                            // retry now rather than after up to 10 s.
+                            _ = self.shared.signals.wake.notified() => {}
                         }
                         continue;
                     }
@@ -137,19 +140,22 @@ impl Claimer {
 
     async fn claim(&self, n: usize, types: &[String]) -> Result<Vec<ClaimedJob>> {
         let shared = &self.shared;
-        let client = shared.pool.get().await.map_err(Error::from)?;
         let cfg = shared.cfg();
         let queues = (!cfg.queues.is_empty()).then_some(cfg.queues.as_slice());
-        let rows = queries::claim(
-            &client,
-            &queries::ClaimParams {
-                job_types: types,
-                queues,
-                limit: n as i64,
-                owner: &shared.owner,
-                lease_secs: cfg.lease.as_secs_f64(),
-            },
-        )
+        let params = queries::ClaimParams {
+            job_types: types,
+            queues,
+            limit: n as i64,
+            owner: &shared.owner,
+            lease_secs: cfg.lease.as_secs_f64(),
+        };
+        let claimed = std::time::Instant::now();
+        let rows = db::bounded(shared.call_timeout, async {
+            let c = db::checkout(&shared.pool).await?;
+            let rows = queries::claim(&*c, &params).await?;
+            c.release();
+            Ok(rows)
+        })
         .await?;
         shared
             .stats
@@ -159,7 +165,7 @@ impl Claimer {
         // others of its batch down with it.
         Ok(rows
             .iter()
-            .filter_map(|r| match ClaimedJob::from_row(r) {
+            .filter_map(|r| match ClaimedJob::from_row(r, claimed) {
                 Ok(job) => Some(job),
                 Err(e) => {
                     // Without its id and attempt it cannot be completed; its
@@ -206,7 +212,10 @@ impl Claimer {
         metrics::counter!("opsrunner_jobs_claimed_total", &labels).increment(1);
         metrics::histogram!("opsrunner_job_queue_wait_seconds", &labels)
             .record(job.queue_wait.as_secs_f64());
-        let (token, reason) = self.shared.running.track(job.id, &self.jobs_root);
+        let (token, reason) =
+            self.shared
+                .running
+                .track((job.id, job.attempt), job.claimed, &self.jobs_root);
         let shared = self.shared.clone();
         let completions = self.completions.clone();
         // A free slot is taken here, in claim order; otherwise the job is

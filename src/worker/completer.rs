@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::backoff::Backoff;
 use super::executor::{Completion, Outcome};
 use super::state::Shared;
-use crate::db::{is_transient, queries};
-use crate::error::{Error, Result};
+use crate::db::{self, is_transient, queries};
+use crate::error::Result;
 use crate::jobs::bound_error;
 
 pub(crate) async fn run(
@@ -103,11 +103,11 @@ async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
     let written: HashSet<Uuid> = if cols.ids.is_empty() {
         HashSet::new()
     } else {
-        let client = shared.pool.get().await.map_err(Error::from)?;
-        queries::complete(&client, &cols, &shared.owner)
-            .await?
-            .into_iter()
-            .collect()
+        let d = shared.call_timeout;
+        let c = db::bounded(d, db::checkout(&shared.pool)).await?;
+        let written = db::bounded(d, queries::complete(&*c, &cols, &shared.owner)).await?;
+        c.release();
+        written.into_iter().collect()
     };
     record_outcomes(shared, &written, batch);
     Ok(())
@@ -177,7 +177,9 @@ fn record_outcomes(shared: &Shared, written: &HashSet<Uuid>, batch: &[Completion
             tracing::warn!(job_id = %c.id, attempt = c.attempt, "completion refused: this worker no longer holds the job's lease");
         }
     }
-    shared.running.forget(batch.iter().map(|c| c.id));
+    shared
+        .running
+        .forget(batch.iter().map(|c| (c.id, c.attempt)));
     if abandoned > 0 {
         tracing::warn!(
             jobs = abandoned,

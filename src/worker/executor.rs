@@ -35,6 +35,9 @@ pub(crate) struct ClaimedJob {
     /// Why the row's payload could not be decoded (bounded), if it could
     /// not: the job then fails alone, through the normal fenced completion.
     pub undecodable: Option<String>,
+    /// When the claim that returned it started: its lease lasts at least
+    /// `lease` from here.
+    pub claimed: std::time::Instant,
 }
 
 impl ClaimedJob {
@@ -46,12 +49,17 @@ impl ClaimedJob {
     /// recursion limit of 128, numbers such as `1e1000`): such a payload is
     /// kept as `null` and the reason in `undecodable`, so that one row fails
     /// alone instead of its whole batch.
-    pub(crate) fn from_row(r: &tokio_postgres::Row) -> crate::Result<Self> {
+    pub(crate) fn from_row(
+        r: &tokio_postgres::Row,
+        claimed: std::time::Instant,
+    ) -> crate::Result<Self> {
         let (payload, undecodable) = match r.try_get::<_, Value>("payload") {
             Ok(v) => (v, None),
             Err(e) => (
                 Value::Null,
-                Some(bound_error(&format!("the job's payload cannot be decoded: {e}"))),
+                Some(bound_error(&format!(
+                    "the job's payload cannot be decoded: {e}"
+                ))),
             ),
         };
         Ok(ClaimedJob {
@@ -60,6 +68,7 @@ impl ClaimedJob {
             queue: r.try_get("queue")?,
             payload,
             undecodable,
+            claimed,
             attempt: r.try_get("attempt")?,
             max_attempts: r.try_get("max_attempts")?,
             timeout: r
@@ -340,18 +349,20 @@ async fn check_policy(shared: &Shared, job: &ClaimedJob) -> Result<(), crate::po
             )
         }
     };
-    let write = async {
-        let client = shared.pool.get().await.map_err(crate::Error::from)?;
-        crate::audit::record(
-            &**client,
-            &shared.owner,
+    let write = crate::db::bounded(shared.call_timeout, async {
+        let c = crate::db::checkout(&shared.pool).await?;
+        let target = job.id.to_string();
+        let entry = crate::audit::AuditEntry {
+            actor: &shared.owner,
             action,
-            Some(&job.id.to_string()),
-            job.tenant.as_deref(),
-            &detail,
-        )
-        .await
-    };
+            target: Some(&target),
+            tenant: job.tenant.as_deref(),
+            detail: &detail,
+        };
+        crate::audit::write(c.client(), &entry).await?;
+        c.release();
+        Ok(())
+    });
     if let Err(e) = write.await {
         tracing::warn!(error = %e, job_id = %job.id, "could not audit a policy check");
     }

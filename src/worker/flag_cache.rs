@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use super::state::Shared;
-use crate::db::queries;
+use crate::db::{self, queries};
 use crate::error::Result;
 use crate::jobs::PAUSE_FLAG;
 
@@ -42,8 +42,13 @@ impl FlagSet {
 
 /// Reads the flags once; true when the set changed.
 pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
-    let client = shared.pool.get().await?;
-    let names: HashSet<String> = queries::enabled_flags(&client).await?.into_iter().collect();
+    let d = shared.call_timeout;
+    let client = db::bounded(d, db::checkout(&shared.pool)).await?;
+    let names: HashSet<String> = db::bounded(d, queries::enabled_flags(&*client))
+        .await?
+        .into_iter()
+        .collect();
+    client.release();
     shared.mark_db_ok();
     for t in shared.live.registry().job_types().chain([PAUSE_FLAG]) {
         metrics::gauge!("opsrunner_feature_flag_enabled", "flag" => t.to_string())

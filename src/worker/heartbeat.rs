@@ -1,63 +1,91 @@
-//! One statement per interval renews the leases of all of this worker's
-//! running jobs and reports which were asked to cancel. A job whose lease we
-//! no longer hold (rescued after a long outage) is cancelled locally, because
-//! its completion would be fenced out anyway.
+//! Leases. One statement per `heartbeat_interval` renews the leases of all of
+//! this worker's running attempts and reports which were asked to cancel.
+//! An attempt whose lease we no longer hold (rescued, or claimed again as a
+//! newer attempt) is cancelled locally: its completion would be fenced out.
+//!
+//! Self-fencing (`fence`) is a local deadline, apart from the heartbeat
+//! call: an attempt whose lease was last known renewed more than
+//! `lease - heartbeat_interval - call_timeout` ago is cancelled, whatever the
+//! heartbeat call is doing (stalled on a network that acknowledges but never
+//! answers, say), so that its handler is stopped before the lease can expire
+//! and the rescuer hand the job to another worker.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::running::CancelReason;
+use super::running::{Attempt, CancelReason};
 use super::state::Shared;
-use crate::db::queries;
-use crate::error::{Error, Result};
+use crate::db::{self, queries};
+use crate::error::Result;
 
+/// How often the fencing deadline is checked: its precision. The check
+/// takes the running map's lock once (microseconds for thousands of jobs).
+const FENCE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Renews leases until `stop`.
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut last_ok = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(shared.cfg().heartbeat_interval) => {}
             _ = shared.signals.cancel_check.notified() => {}
         }
-        let ids = shared.running.ids();
-        if ids.is_empty() {
-            last_ok = Instant::now();
+        let jobs = shared.running.live();
+        if jobs.is_empty() {
             continue;
         }
-        match beat(&shared, &ids).await {
+        let started = Instant::now();
+        match beat(&shared, &jobs).await {
             Ok(rows) => {
                 shared.mark_db_ok();
-                last_ok = Instant::now();
-                let mine: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
-                for r in rows {
-                    if r.cancel_requested {
-                        shared.running.cancel(r.id, CancelReason::Requested);
-                    }
+                let mine: HashSet<Attempt> = rows.iter().map(|r| (r.id, r.attempt)).collect();
+                let renewed: Vec<Attempt> = mine.iter().copied().collect();
+                shared.running.renewed(&renewed, started);
+                for r in rows.iter().filter(|r| r.cancel_requested) {
+                    shared
+                        .running
+                        .cancel((r.id, r.attempt), CancelReason::Requested);
                 }
-                for id in ids.iter().filter(|id| !mine.contains(id)) {
-                    shared.running.cancel(*id, CancelReason::LeaseLost);
+                for lost in jobs.iter().filter(|j| !mine.contains(j)) {
+                    shared.running.cancel(*lost, CancelReason::LeaseLost);
                 }
             }
             Err(e) => {
                 shared.db_error();
-                tracing::warn!(error = %e, jobs = ids.len(), "heartbeat failed");
-                if last_ok.elapsed() > shared.cfg().lease {
-                    tracing::error!("leases expired without a heartbeat; abandoning running jobs");
-                    for id in ids {
-                        shared.running.cancel(id, CancelReason::LeaseLost);
-                    }
-                }
+                tracing::warn!(error = %e, jobs = jobs.len(), "heartbeat failed");
             }
         }
     }
 }
 
-async fn beat(shared: &Shared, ids: &[Uuid]) -> Result<Vec<queries::HeartbeatRow>> {
-    let client = shared.pool.get().await.map_err(Error::from)?;
+async fn beat(shared: &Shared, jobs: &[Attempt]) -> Result<Vec<queries::HeartbeatRow>> {
     let lease = shared.cfg().lease.as_secs_f64();
-    queries::heartbeat(&client, ids, &shared.owner, lease).await
+    db::bounded(shared.call_timeout, async {
+        let c = db::checkout(&shared.pool).await?;
+        let rows = queries::heartbeat(&*c, jobs, &shared.owner, lease).await?;
+        c.release();
+        Ok(rows)
+    })
+    .await
+}
+
+/// Self-fencing until `stop` (see the module docs).
+pub(crate) async fn fence(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(FENCE_CHECK_EVERY) => {}
+        }
+        let after = shared.cfg().fence_after(shared.call_timeout);
+        let n = shared.running.fence(Instant::now(), after);
+        if n > 0 {
+            metrics::counter!("opsrunner_jobs_fenced_total").increment(n as u64);
+            tracing::error!(jobs = n, after = ?after,
+                "no lease renewal within the fencing deadline: stopping these jobs before their \
+                 leases can expire, so that no other worker runs them at the same time");
+        }
+    }
 }

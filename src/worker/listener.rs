@@ -17,14 +17,22 @@ use super::state::Shared;
 use crate::db::{CANCEL_CHANNEL, FLAGS_CHANNEL, JOBS_CHANNEL, LISTENER_APPLICATION_NAME};
 use crate::error::Result;
 
-const PING_EVERY: Duration = Duration::from_secs(15);
-const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// A LISTEN connection gets no traffic of its own to notice a dead peer by;
+/// a ping every 5 s does (with the call deadline, a stalled one is dropped
+/// within 5 s + `call_timeout`).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// Reconnect backoff: 100 ms doubling to 2 s, so that after an outage the
+/// daemon is listening (and ready) again within about 2 s of the database.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut backoff = Backoff::new(Duration::from_millis(100), RECONNECT_MAX);
     let mut connected_before = false;
     loop {
-        match connect(&shared).await {
+        // The socket connect has `connect_timeout`; start-up and LISTEN get
+        // the call deadline on top.
+        let deadline = shared.db_config.connect_timeout + shared.call_timeout;
+        match crate::db::bounded(deadline, connect(&shared)).await {
             Ok((client, mut rx)) => {
                 backoff.reset();
                 if connected_before {
@@ -58,7 +66,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: C
                             None => break,
                         },
                         _ = ping.tick() => {
-                            let alive = tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await;
+                            let alive = tokio::time::timeout(shared.call_timeout, client.simple_query("SELECT 1")).await;
                             if !matches!(alive, Ok(Ok(_))) {
                                 break;
                             }

@@ -62,7 +62,11 @@ impl Worker {
     /// Builds the worker from a validated `config`; connects nothing yet.
     pub fn new(config: &Config, registry: Registry) -> Result<Self> {
         let policy = config.policy()?;
-        let pool = crate::db::worker_pool(&config.database_url, &config.settings.db)?;
+        let call_timeout = config
+            .settings
+            .db
+            .call_timeout(config.settings.worker.lease);
+        let pool = crate::db::worker_pool(&config.database_url, &config.settings.db, call_timeout)?;
         let shared = Shared {
             live: Live::new(config.settings.worker.clone(), registry),
             signals: Signals::default(),
@@ -74,6 +78,7 @@ impl Worker {
             listen_url: config.listen_url.clone(),
             owner: lease_owner(),
             pool,
+            call_timeout,
             policy,
             stats: Arc::new(Stats::default()),
         };
@@ -178,6 +183,10 @@ impl Worker {
                 tokio::spawn(heartbeat::run(s.clone(), stop.clone())),
             ),
             (
+                "fence",
+                tokio::spawn(heartbeat::fence(s.clone(), stop.clone())),
+            ),
+            (
                 "maintenance",
                 tokio::spawn(maintenance::run(s.clone(), stop.clone())),
             ),
@@ -230,10 +239,12 @@ async fn wait_for_stop_or_crash(
 async fn wait_for_schema(shared: &Shared, shutdown: &CancellationToken) -> Result<bool> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        let attempt = async {
-            let client = shared.pool.get().await.map_err(Error::from)?;
-            crate::db::migrate::check_schema(&client).await
-        };
+        let attempt = crate::db::bounded(shared.call_timeout, async {
+            let c = crate::db::checkout(&shared.pool).await?;
+            crate::db::migrate::check_schema(c.client()).await?;
+            c.release();
+            Ok(())
+        });
         match attempt.await {
             Ok(()) => return Ok(true),
             Err(e) if crate::db::is_transient(&e) => {

@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub owner: String,
     /// Claims, completions, heartbeats, maintenance (generic plans).
     pub pool: Pool,
+    /// The client-side deadline of each database call (`db.call_timeout`).
+    pub call_timeout: std::time::Duration,
     /// Action job types and the secret their tokens are checked with. Fixed
     /// for the life of the process (a new secret needs a restart).
     pub policy: crate::policy::Policy,

@@ -79,13 +79,15 @@ pub(crate) async fn run(
 
 /// Queued jobs, counted up to 10,000 so the cost stays bounded.
 async fn queued_estimate(shared: &Shared) -> String {
-    let count = async {
-        let client = shared.pool.get().await.ok()?;
-        crate::db::queries::queued_estimate(&**client).await.ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(2), count).await {
-        Ok(Some(n)) if n > 10_000 => "10000+".into(),
-        Ok(Some(n)) => n.to_string(),
-        _ => "unknown".into(),
+    let count = crate::db::bounded(shared.call_timeout.min(Duration::from_secs(2)), async {
+        let c = crate::db::checkout(&shared.pool).await?;
+        let n = crate::db::queries::queued_estimate(c.client()).await?;
+        c.release();
+        Ok(n)
+    });
+    match count.await {
+        Ok(n) if n > 10_000 => "10000+".into(),
+        Ok(n) => n.to_string(),
+        Err(_) => "unknown".into(),
     }
 }

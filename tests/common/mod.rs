@@ -5,12 +5,14 @@
 #![allow(dead_code, unused_imports)]
 
 mod process;
+mod proxy;
 mod rows;
 mod server;
 mod wait;
 mod worker;
 
 pub use process::*;
+pub use proxy::*;
 pub use rows::*;
 pub use server::*;
 pub use wait::*;

@@ -66,8 +66,9 @@ impl WorkerProcess {
             .env("DATABASE_URL", &db.url)
             .env("OPSRUNNER_LOG__FORMAT", "json")
             .env("OPSRUNNER_WORKER__POLL_INTERVAL", "500ms")
-            .env("OPSRUNNER_WORKER__LEASE", "2s")
-            .env("OPSRUNNER_WORKER__HEARTBEAT_INTERVAL", "400ms")
+            .env("OPSRUNNER_WORKER__LEASE", "3s")
+            .env("OPSRUNNER_WORKER__HEARTBEAT_INTERVAL", "300ms")
+            .env("OPSRUNNER_DB__CALL_TIMEOUT", "1s")
             .env("OPSRUNNER_WORKER__RESCUE_INTERVAL", "300ms")
             .env("OPSRUNNER_WORKER__CANCEL_GRACE", "1s")
             // Tests run workers in parallel: no fixed metrics port unless asked.

@@ -67,8 +67,10 @@ pub fn fast_settings() -> Settings {
     let mut s = Settings::default();
     let w = &mut s.worker;
     w.poll_interval = Duration::from_millis(500);
-    w.lease = Duration::from_secs(2);
-    w.heartbeat_interval = Duration::from_millis(400);
+    // Leases short enough for quick rescues, with room for the self-fencing
+    // rule: 2 x (heartbeat 300 ms + call deadline 1 s) <= 3 s.
+    w.lease = Duration::from_secs(3);
+    w.heartbeat_interval = Duration::from_millis(300);
     w.rescue_interval = Duration::from_millis(300);
     w.flags_reload_interval = Duration::from_millis(500);
     w.shutdown_timeout = Duration::from_secs(5);
@@ -76,6 +78,7 @@ pub fn fast_settings() -> Settings {
     w.backoff_base = Duration::from_millis(10);
     w.backoff_max = Duration::from_millis(100);
     s.db.pool_size = 4;
+    s.db.call_timeout = Some(Duration::from_secs(1));
     s
 }
 

@@ -18,6 +18,9 @@ SET status = CASE WHEN j.attempt >= j.max_attempts
     error = left('lease expired: worker ' || coalesce(j.lease_owner, 'unknown')
                  || ' stopped renewing it during attempt ' || j.attempt, 500),
     run_at = now(),
+    -- The owner goes too: its heartbeat and completion no longer match, and
+    -- if it claims the job again it starts a new attempt.
+    lease_owner = NULL,
     lease_expires_at = NULL,
     finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END
 FROM expired

@@ -44,7 +44,7 @@ pub async fn cancel(
     } else {
         serde_json::from_slice(&bytes).map_err(|e| describe_json_error(&e))?
     };
-    let mut client = state.pool.get().await?;
+    let mut client = crate::db::checkout(&state.pool).await?;
     let tx = tenant_tx(&mut client, &who.tenant).await?;
     let request = CancelRequest {
         id,
@@ -59,6 +59,7 @@ pub async fn cancel(
         None => {
             let exists = queries::job_exists(&*tx, id, &who.tenant).await?;
             tx.commit().await?;
+            client.release();
             return Err(match exists.then_some(()) {
                 Some(()) => ApiError::new(StatusCode::CONFLICT, "Job already finished"),
                 None => ApiError::not_found(),
@@ -66,6 +67,7 @@ pub async fn cancel(
         }
     };
     tx.commit().await?;
+    client.release();
     Ok(Json(JobAccepted {
         job_id: Some(id),
         status,

@@ -55,12 +55,13 @@ pub async fn create(
     );
     let claims = policy_gate(&state, &who, &job, &input_hash).await?;
     let token_actor = claims.as_ref().map(|c| c.actor.clone());
-    let mut client = state.pool.get().await?;
+    let mut client = crate::db::checkout(&state.pool).await?;
     let tx = tenant_tx(&mut client, &who.tenant).await?;
     if job.dry_run {
         let detail = json!({ "job_type": job.job_type, "input_sha256": input_hash, "token_actor": token_actor });
         audit_as(&*tx, &who, "job.dry_run", None, &detail).await?;
         tx.commit().await?;
+        client.release();
         let body = JobAccepted {
             job_id: None,
             status: "dry_run".into(),
@@ -80,6 +81,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
+    client.release();
     let (code, message) = if inserted.created {
         (StatusCode::CREATED, "Job enqueued")
     } else {
@@ -170,10 +172,11 @@ async fn policy_gate(
         .increment(1);
     tracing::warn!(reason = refusal.code(), job_type = %job.job_type, actor = %who.actor,
         "policy token refused");
-    let client = state.pool.get().await?;
+    let client = crate::db::checkout(&state.pool).await?;
     let detail =
         json!({ "job_type": job.job_type, "reason": refusal.code(), "input_sha256": input_hash });
-    audit_as(&**client, who, "policy.refused", None, &detail).await?;
+    audit_as(client.client(), who, "policy.refused", None, &detail).await?;
+    client.release();
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         format!("Policy token refused: {refusal}"),

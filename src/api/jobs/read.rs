@@ -45,10 +45,11 @@ pub async fn list(
         .get("job_type")
         .map(String::as_str)
         .filter(|s| !s.is_empty());
-    let mut client = state.pool.get().await?;
+    let mut client = crate::db::checkout(&state.pool).await?;
     let tx = tenant_tx(&mut client, &who.tenant).await?;
     let rows = queries::api_list_jobs(&*tx, &who.tenant, status, job_type, limit).await?;
     tx.commit().await?;
+    client.release();
     let jobs = rows
         .iter()
         .map(|r| view(r, false))
@@ -85,10 +86,11 @@ pub async fn get_one(
 ) -> Result<Json<JobView>, ApiError> {
     // A malformed id names no job: the same 404 as another tenant's job.
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
-    let mut client = state.pool.get().await?;
+    let mut client = crate::db::checkout(&state.pool).await?;
     let tx = tenant_tx(&mut client, &who.tenant).await?;
     let row = queries::api_get_job(&*tx, id, &who.tenant).await?;
     tx.commit().await?;
+    client.release();
     let row = row.ok_or_else(ApiError::not_found)?;
     Ok(Json(view(&row, true)?))
 }

@@ -6,8 +6,8 @@
 use super::super::state::Shared;
 use super::lead;
 use crate::config::RetentionConfig;
-use crate::db::queries;
-use crate::error::{Error, Result};
+use crate::db::{self, Conn, queries};
+use crate::error::Result;
 use tokio_util::sync::CancellationToken;
 
 /// Arbitrary constant: "opsrprun".
@@ -18,13 +18,13 @@ const PRUNER_LOCK: i64 = 0x6f70_7372_7072_756e;
 pub(super) async fn prune_elected(shared: &Shared, stop: &CancellationToken) -> Result<()> {
     let mut total = PruneCounts::default();
     loop {
-        let mut client = shared.pool.get().await.map_err(Error::from)?;
-        let tx = client.transaction().await?;
-        if !lead(&tx, PRUNER_LOCK).await? {
+        let d = shared.call_timeout;
+        let mut conn = db::bounded(d, db::checkout(&shared.pool)).await?;
+        let Some(c) = db::bounded(d, elected_batch(&mut conn, &shared.retention)).await? else {
+            conn.release();
             return Ok(());
-        }
-        let c = prune_batch(&*tx, &shared.retention).await?;
-        tx.commit().await?;
+        };
+        conn.release();
         total.add(&c);
         let more = c.jobs_deleted.max(c.audit_deleted) >= i64::from(shared.retention.batch);
         if !more || stop.is_cancelled() {
@@ -40,6 +40,17 @@ pub(super) async fn prune_elected(shared: &Shared, stop: &CancellationToken) -> 
         );
     }
     Ok(())
+}
+
+/// One batch in its own transaction, if this daemon holds the pruner lock.
+async fn elected_batch(c: &mut Conn, retention: &RetentionConfig) -> Result<Option<PruneCounts>> {
+    let tx = c.transaction().await?;
+    if !lead(&tx, PRUNER_LOCK).await? {
+        return Ok(None);
+    }
+    let counts = prune_batch(&*tx, retention).await?;
+    tx.commit().await?;
+    Ok(Some(counts))
 }
 
 /// What a prune deleted.
