@@ -152,6 +152,20 @@ async fn a_stalled_network_never_lets_two_workers_run_a_job_at_once() {
     let stalled_at = Instant::now();
     proxy.stall(true);
     wait_status(&c, id, "succeeded", Duration::from_secs(20)).await;
+    // A handler still running here is recorded when it ends (8 s at most).
+    wait_for(
+        Duration::from_secs(10),
+        "the stalled worker's execution to end",
+        || async {
+            ledger
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e.worker == "a")
+                .then_some(())
+        },
+    )
+    .await;
     let l = ledger.lock().unwrap().clone();
     let by_a = l
         .iter()
@@ -175,8 +189,24 @@ async fn a_stalled_network_never_lets_two_workers_run_a_job_at_once() {
         by_a.end.duration_since(stalled_at) < Duration::from_secs(3),
         "{l:?}"
     );
+    assert!(
+        (a.ready)().is_some(),
+        "unhealthy while its database is unreachable"
+    );
     proxy.stall(false);
-    // Once the network is back, the stalled worker recovers on its own.
+    // Once the network is back, the stalled worker recovers on its own,
+    // within seconds (it took 24 s when stalled calls had no deadline).
+    let back = Instant::now();
+    wait_for(
+        Duration::from_secs(8),
+        "the stalled worker to be ready again",
+        || async { (a.ready)().is_none().then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "ready again {:?} after the network returned",
+        back.elapsed()
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

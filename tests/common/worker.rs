@@ -13,6 +13,8 @@ pub struct RunningWorker {
     pub task: tokio::task::JoinHandle<opsrunner::Result<()>>,
     pub stats: Arc<Stats>,
     pub owner: String,
+    /// What `/readyz` and the watchdog ask: `None` when healthy.
+    pub ready: opsrunner::metrics::ReadyCheck,
 }
 
 impl RunningWorker {
@@ -31,6 +33,7 @@ pub async fn start_worker(config: &Config, registry: Registry) -> RunningWorker 
     let mut ready = worker.ready();
     let stats = worker.stats();
     let owner = worker.owner().to_string();
+    let ready_check = worker.ready_check();
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(stop.clone()));
     tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
@@ -42,5 +45,6 @@ pub async fn start_worker(config: &Config, registry: Registry) -> RunningWorker 
         task,
         stats,
         owner,
+        ready: ready_check,
     }
 }
