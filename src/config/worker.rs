@@ -53,6 +53,12 @@ pub struct WorkerConfig {
     /// jobs run shorter than 50 ms on average; a held job goes back to the
     /// queue (attempt refunded) when it waited 2 s or the worker stops.
     pub prefetch: Option<usize>,
+    /// The largest offset between this worker's clock and the database's
+    /// that is tolerated: past it the worker logs a warning and refuses to
+    /// sign webhook timestamps (time comparisons that matter use the
+    /// database's clock anyway).
+    #[serde(with = "humantime_serde")]
+    pub clock_offset_limit: Duration,
 }
 
 impl WorkerConfig {
@@ -79,6 +85,7 @@ impl Default for WorkerConfig {
             backoff_max: Duration::from_secs(600),
             completion_batch: 500,
             prefetch: None,
+            clock_offset_limit: Duration::from_secs(5),
         }
     }
 }
@@ -131,6 +138,7 @@ impl WorkerConfig {
             "must not be below worker.backoff_base",
         );
         c.range("worker.completion_batch", self.completion_batch, 1..=10_000);
+        c.nonzero("worker.clock_offset_limit", self.clock_offset_limit);
         if let Some(p) = self.prefetch {
             c.range("worker.prefetch", p, 0..=10_000);
         }

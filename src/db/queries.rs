@@ -36,6 +36,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("worker/prune.sql", PRUNE),
     ("worker/queued_estimate.sql", QUEUED_ESTIMATE),
     ("worker/try_lead.sql", TRY_LEAD),
+    ("worker/db_clock.sql", DB_CLOCK),
+    ("shared/db_now.sql", DB_NOW),
     ("worker/notification_usage.sql", NOTIFICATION_USAGE),
     ("api/find_idempotent.sql", FIND_IDEMPOTENT),
     ("api/list_jobs.sql", API_LIST_JOBS),
@@ -69,6 +71,8 @@ const QUEUE_STATS: &str = include_str!("../../sql/queries/worker/queue_stats.sql
 const PRUNE: &str = include_str!("../../sql/queries/worker/prune.sql");
 const QUEUED_ESTIMATE: &str = include_str!("../../sql/queries/worker/queued_estimate.sql");
 const TRY_LEAD: &str = include_str!("../../sql/queries/worker/try_lead.sql");
+const DB_CLOCK: &str = include_str!("../../sql/queries/worker/db_clock.sql");
+const DB_NOW: &str = include_str!("../../sql/queries/shared/db_now.sql");
 const NOTIFICATION_USAGE: &str = include_str!("../../sql/queries/worker/notification_usage.sql");
 const FIND_IDEMPOTENT: &str = include_str!("../../sql/queries/api/find_idempotent.sql");
 const API_LIST_JOBS: &str = include_str!("../../sql/queries/api/list_jobs.sql");
@@ -252,18 +256,31 @@ pub(crate) struct PruneRow {
 /// `worker/prune.sql`: one retention batch.
 pub(crate) async fn prune(
     c: &impl GenericClient,
-    jobs_before: DateTime<Utc>,
-    audit_before: DateTime<Utc>,
+    jobs_older_than_secs: f64,
+    audit_older_than_secs: f64,
     batch: i32,
 ) -> Result<PruneRow> {
     let r = c
-        .query_one(PRUNE, &[&jobs_before, &audit_before, &batch])
+        .query_one(
+            PRUNE,
+            &[&jobs_older_than_secs, &audit_older_than_secs, &batch],
+        )
         .await?;
     Ok(PruneRow {
         jobs: r.try_get(0)?,
         events: r.try_get(1)?,
         audit: r.try_get(2)?,
     })
+}
+
+/// `worker/db_clock.sql`: the database's clock, in Unix seconds.
+pub(crate) async fn db_clock(c: &impl GenericClient) -> Result<f64> {
+    Ok(c.query_one(DB_CLOCK, &[]).await?.try_get(0)?)
+}
+
+/// `shared/db_now.sql`: the database's `now()`, in Unix seconds.
+pub(crate) async fn db_now(c: &impl GenericClient) -> Result<f64> {
+    Ok(c.query_one(DB_NOW, &[]).await?.try_get(0)?)
 }
 
 /// `worker/queued_estimate.sql`: queued jobs, counted up to 10,001.

@@ -227,10 +227,9 @@ impl super::Handler for HttpHandler {
                 ssrf::check(ip, &allow).map_err(HandlerError::Permanent)?;
             }
             let body = serde_json::to_vec(&job.payload).unwrap_or_default();
-            let ts = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            // Receivers compare it with their clock; ours may be off, the
+            // database's is the reference every daemon shares.
+            let ts = job.db_unix_time()?;
             let signature = format!("t={ts},v1={}", sign(&secret, ts, &body));
             let request = client
                 .post(url)

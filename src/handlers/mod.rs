@@ -46,6 +46,31 @@ pub struct JobContext {
     /// Cancelled on cancel request, timeout, lost lease or forced shutdown.
     /// Handlers that can stop early should select on it.
     pub cancel: CancellationToken,
+    /// The database's clock minus this worker's, in seconds, as last
+    /// measured: add it to the local time for timestamps others check.
+    pub db_clock_offset: f64,
+    /// The largest offset at which this worker still signs timestamps
+    /// (`worker.clock_offset_limit`).
+    pub clock_offset_limit: std::time::Duration,
+}
+
+impl JobContext {
+    /// Unix seconds by the database's clock, or an error (worth a retry)
+    /// when this worker's clock is further off than the limit.
+    pub fn db_unix_time(&self) -> Result<u64, HandlerError> {
+        if self.db_clock_offset.abs() > self.clock_offset_limit.as_secs_f64() {
+            return Err(HandlerError::Retryable(format!(
+                "this worker's clock is {:.1} s off the database's, more than \
+                 worker.clock_offset_limit ({:?}); refusing to sign timestamps",
+                self.db_clock_offset, self.clock_offset_limit
+            )));
+        }
+        let local = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Ok((local + self.db_clock_offset).max(0.0) as u64)
+    }
 }
 
 impl JobContext {
@@ -59,6 +84,8 @@ impl JobContext {
             max_attempts: 1,
             payload,
             cancel: CancellationToken::new(),
+            db_clock_offset: 0.0,
+            clock_offset_limit: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -149,6 +176,23 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_signed_by_the_database_clock_and_refused_past_the_limit() {
+        let mut ctx = JobContext::new("hook", serde_json::json!({}));
+        let local = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        ctx.db_clock_offset = 3.0;
+        let t = ctx.db_unix_time().unwrap();
+        assert!((local + 2..=local + 4).contains(&t), "{t} vs {local}");
+        ctx.db_clock_offset = -600.0;
+        assert!(matches!(
+            ctx.db_unix_time(),
+            Err(HandlerError::Retryable(_))
+        ));
+    }
 
     #[test]
     fn result_ext_says_whether_to_retry() {

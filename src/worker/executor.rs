@@ -38,6 +38,8 @@ pub(crate) struct ClaimedJob {
     /// When the claim that returned it started: its lease lasts at least
     /// `lease` from here.
     pub claimed: std::time::Instant,
+    /// The database's clock at the claim, in Unix seconds.
+    pub db_now: i64,
 }
 
 impl ClaimedJob {
@@ -69,6 +71,7 @@ impl ClaimedJob {
             payload,
             undecodable,
             claimed,
+            db_now: r.try_get::<_, f64>("db_now")?.floor() as i64,
             attempt: r.try_get("attempt")?,
             max_attempts: r.try_get("max_attempts")?,
             timeout: r
@@ -174,7 +177,8 @@ pub(crate) async fn execute(
             let cfg = shared.cfg();
             let timeout = job.timeout.unwrap_or(cfg.default_timeout);
             let (attempt, max_attempts) = (job.attempt, job.max_attempts);
-            let result = run_handler(&cfg, job, handler, &token, &reason, timeout).await;
+            let clock = (shared.clock_offset(), cfg.clock_offset_limit);
+            let result = run_handler(&cfg, job, handler, &token, &reason, timeout, clock).await;
             let retry_or_fail = |msg: String| {
                 let error = bound_error(&msg);
                 if attempt < max_attempts {
@@ -243,8 +247,11 @@ async fn run_handler(
     token: &CancellationToken,
     reason: &OnceLock<CancelReason>,
     timeout: Duration,
+    clock: (f64, Duration),
 ) -> HandlerEnd {
     let ctx = JobContext {
+        db_clock_offset: clock.0,
+        clock_offset_limit: clock.1,
         id: job.id,
         job_type: job.job_type,
         queue: job.queue,
@@ -330,7 +337,8 @@ async fn check_policy(shared: &Shared, job: &ClaimedJob) -> Result<(), crate::po
         &job.job_type,
         job.tenant.as_deref(),
         job.policy_token.as_ref().map(|t| t.0.as_str()),
-        chrono::Utc::now().timestamp(),
+        // The database's clock, not this machine's (see `db_now`).
+        job.db_now,
     );
     let (action, detail) = match &verdict {
         Ok(claims) => (

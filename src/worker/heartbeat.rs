@@ -12,7 +12,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(shared.cfg().heartbeat_interval) => {}
             _ = shared.signals.cancel_check.notified() => {}
+        }
+        if let Err(e) = measure_clock(&shared).await {
+            tracing::debug!(error = %e, "cannot measure the clock offset this tick");
         }
         let jobs = shared.running.live();
         if jobs.is_empty() {
@@ -59,6 +63,45 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// Measures the database's clock against ours (the midpoint of the call),
+/// exports the offset and warns once when it passes
+/// `worker.clock_offset_limit`. Run at start-up and on every heartbeat tick.
+pub(crate) async fn measure_clock(shared: &Shared) -> Result<f64> {
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let d = shared.call_timeout;
+    let c = db::bounded(d, db::checkout(&shared.pool)).await?;
+    let before = SystemTime::now();
+    let db_time = db::bounded(d, queries::db_clock(c.client())).await?;
+    let after = SystemTime::now();
+    c.release();
+    let offset = db_time - (unix(before) + unix(after)) / 2.0;
+    shared
+        .health
+        .clock_offset_us
+        .store((offset * 1e6) as i64, Ordering::Relaxed);
+    metrics::gauge!("opsrunner_db_clock_offset_seconds").set(offset);
+    let limit = shared.cfg().clock_offset_limit;
+    let off = offset.abs() > limit.as_secs_f64();
+    if off != shared.health.clock_off.swap(off, Ordering::Relaxed) {
+        if off {
+            tracing::warn!(offset_seconds = offset, limit = ?limit,
+                "this machine's clock is off the database's by more than worker.clock_offset_limit: \
+                 leases, schedules and token expiry use the database's clock, but webhook \
+                 signatures are refused until the clocks agree (check NTP)");
+        } else {
+            tracing::info!(
+                offset_seconds = offset,
+                "clock offset to the database is back within the limit"
+            );
+        }
+    }
+    Ok(offset)
 }
 
 async fn beat(shared: &Shared, jobs: &[Attempt]) -> Result<Vec<queries::HeartbeatRow>> {

@@ -125,6 +125,9 @@ impl Worker {
         if !wait_for_schema(&shared, &shutdown).await? {
             return Ok(());
         }
+        if let Err(e) = heartbeat::measure_clock(&shared).await {
+            tracing::warn!(error = %e, "cannot measure the clock offset to the database at start-up");
+        }
         if let Err(e) = flag_cache::reload(&shared).await {
             tracing::warn!(error = %e, "initial flag load failed; retrying in the background");
         }

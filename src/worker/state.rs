@@ -111,6 +111,10 @@ pub(crate) struct Health {
     pub last_loop_ms: AtomicU64,
     /// The clock the two marks count from.
     started: Instant,
+    /// The database's clock minus ours, in microseconds (last measured).
+    pub clock_offset_us: std::sync::atomic::AtomicI64,
+    /// The offset is past `worker.clock_offset_limit` (warned once).
+    pub clock_off: AtomicBool,
 }
 
 impl Default for Health {
@@ -120,6 +124,8 @@ impl Default for Health {
             last_db_ok_ms: AtomicU64::new(0),
             last_loop_ms: AtomicU64::new(0),
             started: Instant::now(),
+            clock_offset_us: std::sync::atomic::AtomicI64::new(0),
+            clock_off: AtomicBool::new(false),
         }
     }
 }
@@ -179,6 +185,11 @@ impl Shared {
         self.health
             .last_db_ok_ms
             .store(self.health.clock_ms(), Ordering::Relaxed);
+    }
+
+    /// The database's clock minus ours, in seconds, as last measured.
+    pub fn clock_offset(&self) -> f64 {
+        self.health.clock_offset_us.load(Ordering::Relaxed) as f64 / 1e6
     }
 
     /// Marks a turn of the claim loop (health).

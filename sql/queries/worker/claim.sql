@@ -45,4 +45,8 @@ RETURNING j.id, j.job_type, j.queue, j.payload, j.attempt, j.max_attempts,
           j.dry_run,
           j.tenant_id,
           j.policy_token,
-          extract(epoch FROM (now() - j.run_at))::float8 AS queue_wait_secs
+          extract(epoch FROM (now() - j.run_at))::float8 AS queue_wait_secs,
+          -- The database's clock, for every time comparison the worker
+          -- makes about this job (policy-token expiry): a worker's own
+          -- clock may be minutes off.
+          extract(epoch FROM now())::float8 AS db_now

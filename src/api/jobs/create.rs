@@ -159,7 +159,16 @@ async fn policy_gate(
     job: &NewJob,
     input_hash: &str,
 ) -> Result<Option<Claims>, ApiError> {
-    let now = chrono::Utc::now().timestamp();
+    // Token expiry by the database's clock, as the worker checks it: this
+    // machine's clock may be off. Only action types have tokens to check.
+    let now = if state.policy.is_action(&job.job_type) {
+        let c = crate::db::checkout(&state.pool).await?;
+        let now = crate::db::queries::db_now(c.client()).await?;
+        c.release();
+        now.floor() as i64
+    } else {
+        chrono::Utc::now().timestamp()
+    };
     let token = job.policy_token.as_deref();
     let refusal = match state
         .policy

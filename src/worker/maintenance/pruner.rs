@@ -77,13 +77,10 @@ pub async fn prune_batch(
     client: &impl tokio_postgres::GenericClient,
     retention: &RetentionConfig,
 ) -> Result<PruneCounts> {
-    let cutoff = |d: std::time::Duration| {
-        chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-    };
     let row = queries::prune(
         client,
-        cutoff(retention.jobs),
-        cutoff(retention.audit),
+        retention.jobs.as_secs_f64(),
+        retention.audit.as_secs_f64(),
         retention.batch,
     )
     .await?;
