@@ -124,3 +124,46 @@ async fn metrics_count_outcomes_with_bounded_labels_and_health_endpoints_answer(
     let (status, text) = get(port, "/readyz").await;
     assert_eq!((status, text.as_str()), (200, "ready"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_held_open_elsewhere_is_exported_and_warned_about() {
+    let db = migrated_db().await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let w = WorkerProcess::start(
+        &db,
+        &[
+            ("OPSRUNNER_METRICS__LISTEN", &listen),
+            ("OPSRUNNER_WORKER__SNAPSHOT_WARN_AFTER", "1s"),
+        ],
+    )
+    .await;
+    // An idle REPEATABLE READ transaction, as a forgotten psql session leaves.
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ops_jobs;")
+        .await
+        .unwrap();
+    w.wait_log("a snapshot held open elsewhere", Duration::from_secs(10))
+        .await;
+    let age = wait_for(
+        Duration::from_secs(10),
+        "the snapshot age gauge",
+        || async {
+            let (_, body) = get(port, "/metrics").await;
+            sample(&body, "opsrunner_oldest_snapshot_age_seconds", &[]).filter(|v| *v >= 1.0)
+        },
+    )
+    .await;
+    assert!(age >= 1.0, "{age}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the gauge to fall once it ends",
+        || async {
+            let (_, body) = get(port, "/metrics").await;
+            sample(&body, "opsrunner_oldest_snapshot_age_seconds", &[]).filter(|v| *v < 1.0)
+        },
+    )
+    .await;
+}

@@ -43,6 +43,9 @@ pub struct BenchOptions {
     /// Also measure how cost grows: 10k/100k/1M jobs at `workers`, and
     /// 1/2/4 workers at `jobs`.
     pub scale: bool,
+    /// Also drain `jobs` again while another session holds a REPEATABLE READ
+    /// snapshot open, to show what a forgotten transaction costs the claim.
+    pub held_snapshot: bool,
     /// Progress on stderr (only on a terminal).
     pub progress: bool,
     /// The `opsrunner` binary to run workers from.
@@ -59,6 +62,7 @@ impl Default for BenchOptions {
             batch_rows: 100_000,
             latency_samples: 500,
             scale: false,
+            held_snapshot: false,
             progress: true,
             exe: PathBuf::from("opsrunner"),
         }
@@ -162,6 +166,9 @@ pub struct Report {
     pub latency: LatencyResult,
     /// Only with `scale`.
     pub scale: Vec<ProcessResult>,
+    /// Only with `held_snapshot`: the same drain as `process`, with a
+    /// snapshot held open elsewhere in the database from its start.
+    pub held_snapshot: Option<ProcessResult>,
 }
 
 /// Runs every measurement against a fresh database on the server that
@@ -182,6 +189,7 @@ pub async fn run_cli(
         batch_rows: args.batch_rows,
         latency_samples: args.latency_samples,
         scale: args.scale,
+        held_snapshot: args.held_snapshot,
         progress: !args.json,
         exe: std::env::current_exe()?,
     };
@@ -229,18 +237,34 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
         let enqueue_batch = enqueue_batch(&client, opts.batch_rows).await?;
         progress_line(opts, "enqueue: COPY…");
         let enqueue_copy = enqueue_copy(&client, opts.batch_rows).await?;
-        let process = drain(&client, &bench_url, opts, opts.jobs, opts.workers).await?;
+        let process = drain(&client, &bench_url, opts, opts.jobs, opts.workers, None).await?;
         progress_line(opts, "latency: one job at a time into an idle worker…");
         let latency = latency(&client, &bench_url, opts).await?;
         let mut scale = Vec::new();
         if opts.scale {
             for jobs in [10_000, 100_000, 1_000_000] {
-                scale.push(drain(&client, &bench_url, opts, jobs, opts.workers).await?);
+                scale.push(drain(&client, &bench_url, opts, jobs, opts.workers, None).await?);
             }
             for workers in [1, 2, 4] {
-                scale.push(drain(&client, &bench_url, opts, opts.jobs, workers).await?);
+                scale.push(drain(&client, &bench_url, opts, opts.jobs, workers, None).await?);
             }
         }
+        let held_snapshot = if opts.held_snapshot {
+            let holder = plain_connect(&DbUrl::parse(&bench_url, "DATABASE_URL")?).await?;
+            Some(
+                drain(
+                    &client,
+                    &bench_url,
+                    opts,
+                    opts.jobs,
+                    opts.workers,
+                    Some(&holder),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         Ok::<_, Error>(Report {
             server,
             enqueue_single,
@@ -249,6 +273,7 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
             process,
             latency,
             scale,
+            held_snapshot,
         })
     }
     .await;
@@ -498,6 +523,7 @@ async fn drain(
     opts: &BenchOptions,
     jobs: u64,
     workers: usize,
+    hold_snapshot_on: Option<&Client>,
 ) -> Result<ProcessResult> {
     reset(c).await?;
     progress_line(opts, &format!("process: queueing {jobs} noop jobs…"));
@@ -508,6 +534,15 @@ async fn drain(
         left -= n;
     }
     c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
+    if let Some(h) = hold_snapshot_on {
+        // An idle REPEATABLE READ transaction, as a forgotten psql session or
+        // a long report would leave: no row version the drain makes dead can
+        // be pruned while it lives.
+        h.batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ops_feature_flags;",
+        )
+        .await?;
+    }
     let w = Workers::start(&opts.exe, url, workers, opts.concurrency, c).await?;
     let pids = w.pids();
     let cpu0: f64 = pids.iter().map(|p| process_cpu(*p)).sum();
@@ -553,6 +588,9 @@ async fn drain(
         )
         .await?;
     w.stop().await;
+    if let Some(h) = hold_snapshot_on {
+        h.batch_execute("COMMIT").await?;
+    }
     let secs: f64 = row.get(0);
     let not_ok: i64 = row.get(1);
     if not_ok > 0 {
@@ -714,6 +752,12 @@ pub fn render(r: &Report) -> String {
         "enqueue, COPY:                {:>9.0} rows/s  ({} rows in {:.2} s)\n",
         r.enqueue_copy.rows_per_second, r.enqueue_copy.rows, r.enqueue_copy.seconds
     ));
+    if let Some(h) = &r.held_snapshot {
+        s.push_str(&format!(
+            "with a snapshot held open:    {:>9.0} jobs/s  ({} jobs; {:.0} jobs/s without)\n",
+            h.jobs_per_second, h.jobs, r.process.jobs_per_second
+        ));
+    }
     for p in std::iter::once(&r.process).chain(r.scale.iter()) {
         s.push_str(&format!(
             "processed noop jobs:          {:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \

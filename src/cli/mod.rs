@@ -120,6 +120,10 @@ pub struct BenchArgs {
     /// Also run 10k/100k/1M jobs and 1/2/4 workers (minutes).
     #[arg(long)]
     pub scale: bool,
+    /// Also drain the jobs again while another session holds a snapshot
+    /// open, to measure what an idle transaction costs the claim.
+    #[arg(long)]
+    pub held_snapshot: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -59,6 +59,11 @@ pub struct WorkerConfig {
     /// database's clock anyway).
     #[serde(with = "humantime_serde")]
     pub clock_offset_limit: Duration,
+    /// Warn when a snapshot held elsewhere in the database (an idle
+    /// transaction, a replication slot's session) is older than this: every
+    /// claim slows while it lives.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_warn_after: Duration,
 }
 
 impl WorkerConfig {
@@ -86,6 +91,7 @@ impl Default for WorkerConfig {
             completion_batch: 500,
             prefetch: None,
             clock_offset_limit: Duration::from_secs(5),
+            snapshot_warn_after: Duration::from_secs(300),
         }
     }
 }
@@ -139,6 +145,7 @@ impl WorkerConfig {
         );
         c.range("worker.completion_batch", self.completion_batch, 1..=10_000);
         c.nonzero("worker.clock_offset_limit", self.clock_offset_limit);
+        c.nonzero("worker.snapshot_warn_after", self.snapshot_warn_after);
         if let Some(p) = self.prefetch {
             c.range("worker.prefetch", p, 0..=10_000);
         }

@@ -37,6 +37,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("worker/queued_estimate.sql", QUEUED_ESTIMATE),
     ("worker/try_lead.sql", TRY_LEAD),
     ("worker/db_clock.sql", DB_CLOCK),
+    ("worker/oldest_snapshot.sql", OLDEST_SNAPSHOT),
     ("shared/db_now.sql", DB_NOW),
     ("worker/notification_usage.sql", NOTIFICATION_USAGE),
     ("api/find_idempotent.sql", FIND_IDEMPOTENT),
@@ -71,6 +72,7 @@ const QUEUE_STATS: &str = include_str!("../../sql/queries/worker/queue_stats.sql
 const PRUNE: &str = include_str!("../../sql/queries/worker/prune.sql");
 const QUEUED_ESTIMATE: &str = include_str!("../../sql/queries/worker/queued_estimate.sql");
 const TRY_LEAD: &str = include_str!("../../sql/queries/worker/try_lead.sql");
+const OLDEST_SNAPSHOT: &str = include_str!("../../sql/queries/worker/oldest_snapshot.sql");
 const DB_CLOCK: &str = include_str!("../../sql/queries/worker/db_clock.sql");
 const DB_NOW: &str = include_str!("../../sql/queries/shared/db_now.sql");
 const NOTIFICATION_USAGE: &str = include_str!("../../sql/queries/worker/notification_usage.sql");
@@ -270,6 +272,23 @@ pub(crate) async fn prune(
         jobs: r.try_get(0)?,
         events: r.try_get(1)?,
         audit: r.try_get(2)?,
+    })
+}
+
+/// A row of `worker/oldest_snapshot.sql`.
+pub(crate) struct OldestSnapshot {
+    pub session_age_secs: f64,
+    pub oldest_application: Option<String>,
+    pub slot_xmin_age: i64,
+}
+
+/// `worker/oldest_snapshot.sql`.
+pub(crate) async fn oldest_snapshot(c: &impl GenericClient) -> Result<OldestSnapshot> {
+    let r = c.query_one(OLDEST_SNAPSHOT, &[]).await?;
+    Ok(OldestSnapshot {
+        session_age_secs: r.try_get(0)?,
+        oldest_application: r.try_get(1)?,
+        slot_xmin_age: r.try_get(2)?,
     })
 }
 

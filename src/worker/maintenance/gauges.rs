@@ -70,6 +70,39 @@ pub(super) async fn publish_notification_queue_usage(
     Ok(())
 }
 
+/// When the snapshot warning was last logged, so that a snapshot held for
+/// an hour logs once a minute, not once a tick.
+static SNAPSHOT_WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// How often the held-snapshot warning repeats while it lasts.
+const SNAPSHOT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Exports the age of the oldest snapshot held elsewhere (sessions and
+/// replication slots) and warns past `worker.snapshot_warn_after`: every
+/// claim slows while it lives (docs/runbook.md, "Claims get slower").
+pub(super) async fn publish_oldest_snapshot(
+    client: &deadpool_postgres::Client,
+    shared: &Shared,
+) -> Result<()> {
+    let s = queries::oldest_snapshot(&***client).await?;
+    metrics::gauge!("opsrunner_oldest_snapshot_age_seconds").set(s.session_age_secs);
+    metrics::gauge!("opsrunner_replication_slot_xmin_age_transactions").set(s.slot_xmin_age as f64);
+    let limit = shared.cfg().snapshot_warn_after;
+    if s.session_age_secs > limit.as_secs_f64()
+        && let Ok(mut last) = SNAPSHOT_WARNED.lock()
+        && last.is_none_or(|t| t.elapsed() >= SNAPSHOT_WARN_EVERY)
+    {
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(
+            age_seconds = s.session_age_secs.round(),
+            application = s.oldest_application.as_deref().unwrap_or("?"),
+            "a snapshot held open elsewhere in the database keeps dead rows alive and slows \
+             every claim; end that transaction (see docs/runbook.md)"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@ pub(super) async fn tick(
     // The leader publishes queue gauges, on the connection it already holds;
     // followers do not scan at all.
     db::bounded(d, gauges::publish_notification_queue_usage(&client)).await?;
+    db::bounded(d, gauges::publish_oldest_snapshot(&client, shared)).await?;
     // The count grows with the backlog (350 ms at a million queued rows):
     // it gets four deadlines, and pauses itself in proportion (gauges.rs).
     db::bounded(
