@@ -422,3 +422,158 @@ async fn bad_input_ends_each_job_with_a_bounded_error_and_the_daemon_keeps_runni
     );
     w.shutdown().await;
 }
+
+/// A job type `hold` that runs `secs` seconds and records, with the time,
+/// when each execution started, ended, or was stopped (SIGTERM): lines
+/// `start|end|stop <job> <attempt> <worker pid> <unix time>`.
+fn ledger_config(dir: &std::path::Path, secs: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let log = dir.join("ledger.log");
+    let script = dir.join("hold.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+rec() { echo "$1 $OPSRUNNER_JOB_ID $OPSRUNNER_ATTEMPT $PPID $(date +%s.%N)" >> "$EXEC_LOG"; }
+rec start
+trap 'rec stop; exit 143' TERM
+sleep "$SECS" & wait $!
+rec end
+echo '{"ok": true}'
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = dir.join("hold.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[exec]]\njob_type = \"hold\"\ncommand = [\"{}\"]\nenv = {{ EXEC_LOG = \"{}\", SECS = \"{secs}\" }}\n",
+            script.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    (cfg, log)
+}
+
+/// (kind, attempt, worker pid, unix time) per ledger line.
+fn ledger(log: &std::path::Path) -> Vec<(String, i32, i32, f64)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_string(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Executions that overlapped: one's start before another's end or stop.
+fn overlapping(l: &[(String, i32, i32, f64)]) -> Vec<String> {
+    let starts: Vec<_> = l.iter().filter(|e| e.0 == "start").collect();
+    let close = |attempt: i32| {
+        l.iter()
+            .find(|e| e.1 == attempt && e.0 != "start")
+            .map(|e| e.3)
+    };
+    let mut out = Vec::new();
+    for a in &starts {
+        for b in &starts {
+            if a.1 < b.1 {
+                // a began first; it must be over before b began.
+                match close(a.1) {
+                    Some(end) if end <= b.3 => {}
+                    end => out.push(format!(
+                        "attempt {} (ended {end:?}) overlaps attempt {} (started {})",
+                        a.1, b.1, b.3
+                    )),
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_that_claims_its_rescued_job_again_stops_the_old_attempt_first() {
+    let db = own_db().await;
+    let c = db.client().await;
+    enable(&c, &["hold"]).await;
+    let dir = temp_dir("paused");
+    let (cfg, log) = ledger_config(&dir, 6);
+    let cfg = cfg.to_string_lossy().into_owned();
+    let a = WorkerProcess::start(&db, &[("OPSRUNNER_CONFIG", &cfg)]).await;
+    // The only other daemon cannot run `hold`; its rescuer requeues the job.
+    let b = WorkerProcess::start(&db, &[]).await;
+    let id = JobRow::new("hold").max_attempts(4).insert(&c).await;
+    wait_for(Duration::from_secs(10), "the job to start on a", || async {
+        (!ledger(&log).is_empty()).then_some(())
+    })
+    .await;
+    // Paused past its 3 s lease: the rescuer requeues the job meanwhile.
+    a.signal(libc::SIGSTOP);
+    wait_for(Duration::from_secs(15), "the rescue", || async {
+        (status(&c, id).await == "queued").then_some(())
+    })
+    .await;
+    a.signal(libc::SIGCONT);
+    wait_status(&c, id, "succeeded", Duration::from_secs(30)).await;
+    let l = ledger(&log);
+    let attempt: i32 = c
+        .query_one("SELECT attempt FROM ops_jobs WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    println!("paused worker: ledger {l:?}, final attempt {attempt}");
+    assert_eq!(attempt, 2, "the re-claimed attempt kept its lease: {l:?}");
+    assert!(
+        l.iter().any(|e| e.0 == "stop" && e.1 == 1),
+        "attempt 1 was stopped when its job was claimed again: {l:?}"
+    );
+    // The old attempt is stopped as the new one is claimed; the two may
+    // overlap by the SIGTERM's delivery (milliseconds), no more.
+    let at = |kind: &str, attempt: i32| {
+        l.iter()
+            .find(|e| e.0 == kind && e.1 == attempt)
+            .map(|e| e.3)
+            .unwrap_or(f64::MAX)
+    };
+    assert!(
+        at("stop", 1) < at("start", 2) + 0.5,
+        "attempt 1 ran on after attempt 2 started: {l:?}"
+    );
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_behind_a_stalled_network_stops_its_job_before_another_starts_it() {
+    let db = own_db().await;
+    let c = db.client().await;
+    enable(&c, &["hold"]).await;
+    let dir = temp_dir("stalled");
+    let (cfg, log) = ledger_config(&dir, 8);
+    let cfg = cfg.to_string_lossy().into_owned();
+    let proxy = StallProxy::start(server_addr(&db.url)).await;
+    let env = [("OPSRUNNER_CONFIG", cfg.as_str())];
+    let a = WorkerProcess::start_url(&proxy.url_for(&db.url), &env).await;
+    let id = JobRow::new("hold").max_attempts(4).insert(&c).await;
+    wait_for(Duration::from_secs(10), "the job to start on a", || async {
+        (!ledger(&log).is_empty()).then_some(())
+    })
+    .await;
+    let b = WorkerProcess::start(&db, &env).await;
+    proxy.stall(true);
+    wait_status(&c, id, "succeeded", Duration::from_secs(40)).await;
+    let l = ledger(&log);
+    println!("stalled network: ledger {l:?}");
+    let pids: std::collections::HashSet<i32> = l.iter().map(|e| e.2).collect();
+    assert!(pids.len() >= 2, "b ran the job after a lost it: {l:?}");
+    assert!(overlapping(&l).is_empty(), "{:?} in {l:?}", overlapping(&l));
+    proxy.stall(false);
+    drop((a, b));
+}

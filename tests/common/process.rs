@@ -59,11 +59,16 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub async fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
+        Self::start_url(&db.url, env).await
+    }
+
+    /// A worker process connecting to `url` (a proxy, say).
+    pub async fn start_url(url: &str, env: &[(&str, &str)]) -> Self {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrunner"));
         cmd.arg("worker")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &db.url)
+            .env("DATABASE_URL", url)
             .env("OPSRUNNER_LOG__FORMAT", "json")
             .env("OPSRUNNER_WORKER__POLL_INTERVAL", "500ms")
             .env("OPSRUNNER_WORKER__LEASE", "3s")
