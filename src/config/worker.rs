@@ -120,10 +120,10 @@ impl WorkerConfig {
     }
 
     /// How long a running job may go without a known lease renewal before
-    /// this worker stops it itself (self-fencing): `lease - heartbeat_interval
-    /// - call_timeout`. Whatever the heartbeat call is doing, the handler is
-    /// then cancelled before the lease can expire and another worker be
-    /// handed the job.
+    /// this worker stops it itself (self-fencing):
+    /// `lease - heartbeat_interval - call_timeout`. Whatever the heartbeat
+    /// call is doing, the handler is then cancelled before the lease can
+    /// expire and another worker be handed the job.
     pub fn fence_after(&self, call_timeout: Duration) -> Duration {
         self.lease
             .saturating_sub(self.heartbeat_interval)
