@@ -50,8 +50,13 @@ async fn pruning_deletes_old_finished_jobs_events_and_audit_rows_in_batches_and_
     let c = db.client().await;
     seed(&c).await;
     assert_eq!(counts(&c).await, (8, 2, 6, 3));
+    // The same cutoff for every final status (by default failed and
+    // cancelled jobs are kept twice as long; that default is tested in
+    // tests/roles.rs).
     let retention = RetentionConfig {
         batch: 2,
+        failed: Duration::from_secs(90 * 86_400),
+        cancelled: Duration::from_secs(90 * 86_400),
         ..RetentionConfig::default()
     };
     let pruned = opsrunner::worker::prune_all(&c, &retention).await.unwrap();
@@ -79,7 +84,12 @@ async fn the_elected_daemon_prunes_on_its_own() {
     let db = migrated_db().await;
     let c = db.client().await;
     seed(&c).await;
-    let cfg = db.config(|s| s.retention.interval = Duration::from_millis(300));
+    let cfg = db.config(|s| {
+        s.retention.interval = Duration::from_millis(300);
+        // One cutoff for every final status, as in the test above.
+        s.retention.failed = s.retention.jobs;
+        s.retention.cancelled = s.retention.jobs;
+    });
     let a = start_worker(&cfg, Registry::with_builtins()).await;
     let b = start_worker(&cfg, Registry::with_builtins()).await;
     wait_for(Duration::from_secs(10), "the daemons to prune", || async {

@@ -48,7 +48,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE
     TO opsrunner_worker;
 GRANT SELECT, INSERT ON ops_audit_log TO opsrunner_worker;
 GRANT SELECT ON ops_schema_migrations TO opsrunner_worker;
-GRANT EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, integer) TO opsrunner_worker;
+-- Pruning runs as the owner (SECURITY DEFINER): the worker may only call it.
+GRANT EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)
+    TO opsrunner_worker;
 
 -- The shim: insert and read jobs (row-level security narrows both to one
 -- tenant), flag a cancellation, nothing else.
@@ -60,7 +62,8 @@ GRANT UPDATE (cancel_requested, cancel_requested_at, cancel_reason, status, erro
 GRANT INSERT ON ops_job_events TO opsrunner_api;
 GRANT SELECT ON ops_api_keys, ops_feature_flags, ops_schema_migrations TO opsrunner_api;
 GRANT INSERT ON ops_audit_log TO opsrunner_api;
-REVOKE EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)
+    FROM PUBLIC;
 
 -- The worker sees every tenant; the shim only the one it sets.
 DROP POLICY IF EXISTS ops_jobs_worker_all ON ops_jobs;

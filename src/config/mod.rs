@@ -35,7 +35,7 @@ pub use db::DbConfig;
 pub use db_url::DbUrl;
 pub use env::{AppEnv, config_path, database_url as database_url_from_env, secret_from_env};
 pub use retention::RetentionConfig;
-pub use worker::WorkerConfig;
+pub use worker::{MAX_LEASE, WorkerConfig};
 
 /// `[metrics]`: the worker's /metrics, /healthz and /readyz.
 #[derive(Debug, Clone, Serialize, Deserialize)]

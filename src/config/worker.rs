@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Check;
 
+/// The longest lease a daemon may take. The rescuer requeues running rows
+/// whose lease lies further ahead (or is missing): no daemon wrote those.
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+
 /// `[worker]`: the daemon's slots, intervals, leases and drain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,6 +149,11 @@ impl WorkerConfig {
         );
         c.range("worker.completion_batch", self.completion_batch, 1..=10_000);
         c.nonzero("worker.clock_offset_limit", self.clock_offset_limit);
+        c.rule(
+            "worker.lease",
+            self.lease <= MAX_LEASE,
+            "must be at most 1 hour (the rescuer treats longer leases as forged)",
+        );
         c.nonzero("worker.snapshot_warn_after", self.snapshot_warn_after);
         if let Some(p) = self.prefetch {
             c.range("worker.prefetch", p, 0..=10_000);

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_cheaper_inserts",
         sql: include_str!("../../sql/migrations/0006_cheaper_inserts.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_retention_roles",
+        sql: include_str!("../../sql/migrations/0007_retention_roles.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -197,9 +197,13 @@ pub(crate) struct Rescued {
 
 /// `worker/rescue.sql`: up to `batch` expired leases back to `queued`, or to
 /// `failed` when out of attempts.
-pub(crate) async fn rescue(c: &impl CachingClient, batch: i64) -> Result<Rescued> {
+pub(crate) async fn rescue(
+    c: &impl CachingClient,
+    batch: i64,
+    max_lease_secs: f64,
+) -> Result<Rescued> {
     let stmt = c.prepare_cached(RESCUE).await?;
-    let rows = c.query(&stmt, &[&batch]).await?;
+    let rows = c.query(&stmt, &[&batch, &max_lease_secs]).await?;
     let mut failed = 0;
     for r in &rows {
         if r.try_get::<_, &str>(1)? == "failed" {
@@ -255,17 +259,27 @@ pub(crate) struct PruneRow {
     pub audit: i64,
 }
 
+/// The ages past which `worker/prune.sql` deletes, in seconds.
+pub(crate) struct PruneParams {
+    pub succeeded_secs: f64,
+    pub failed_secs: f64,
+    pub cancelled_secs: f64,
+    pub audit_secs: f64,
+    pub batch: i32,
+}
+
 /// `worker/prune.sql`: one retention batch.
-pub(crate) async fn prune(
-    c: &impl GenericClient,
-    jobs_older_than_secs: f64,
-    audit_older_than_secs: f64,
-    batch: i32,
-) -> Result<PruneRow> {
+pub(crate) async fn prune(c: &impl GenericClient, p: &PruneParams) -> Result<PruneRow> {
     let r = c
         .query_one(
             PRUNE,
-            &[&jobs_older_than_secs, &audit_older_than_secs, &batch],
+            &[
+                &p.succeeded_secs,
+                &p.failed_secs,
+                &p.cancelled_secs,
+                &p.audit_secs,
+                &p.batch,
+            ],
         )
         .await?;
     Ok(PruneRow {

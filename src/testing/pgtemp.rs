@@ -127,16 +127,24 @@ impl TempCluster {
     /// initdb, start, and arrange for cleanup when this process exits. Tuned
     /// for tests: fsync and synchronous_commit off.
     pub fn start() -> Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// Like [`TempCluster::start`], but every role other than `postgres`
+    /// must log in with its password (SCRAM): for tests of what the
+    /// least-privilege roles of `sql/roles/roles.sql` may do, proven as they
+    /// run in production rather than under trust authentication.
+    pub fn start_password_auth() -> Result<Self> {
+        Self::start_with(false, true)
     }
 
     /// Like [`TempCluster::start`], with PostgreSQL's default durability
     /// (fsync, synchronous_commit, full_page_writes on): for benchmarks.
     pub fn start_durable() -> Result<Self> {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
-    fn start_with(durable: bool) -> Result<Self> {
+    fn start_with(durable: bool, password_auth: bool) -> Result<Self> {
         let bindir = find_bindir()?;
         let run_as = postgres_user()?;
         let base = std::env::temp_dir().join(format!(
@@ -172,6 +180,14 @@ impl TempCluster {
                 .arg(&data),
             "initdb",
         )?;
+        if password_auth {
+            // The superuser (the test's admin) stays on trust; every other
+            // role proves its password.
+            let hba = "local all all trust\n\
+                       host all postgres 127.0.0.1/32 trust\n\
+                       host all all 127.0.0.1/32 scram-sha-256\n";
+            std::fs::write(data.join("pg_hba.conf"), hba)?;
+        }
         // A port can be taken between probing and binding; try a few.
         let mut last = None;
         for _ in 0..5 {

@@ -6,6 +6,7 @@
 
 mod process;
 mod proxy;
+mod roles;
 mod rows;
 mod server;
 mod wait;
@@ -13,6 +14,7 @@ mod worker;
 
 pub use process::*;
 pub use proxy::*;
+pub use roles::*;
 pub use rows::*;
 pub use server::*;
 pub use wait::*;

@@ -31,6 +31,13 @@ pub(super) async fn prune_elected(shared: &Shared, stop: &CancellationToken) -> 
             break;
         }
     }
+    // A pass that led and finished: what the "last successful prune" gauge
+    // and its alert watch (max() across daemons: only the leader sets it).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    metrics::gauge!("opsrunner_last_prune_timestamp_seconds").set(now);
     if total.jobs_deleted + total.audit_deleted > 0 {
         tracing::info!(
             jobs = total.jobs_deleted,
@@ -77,13 +84,14 @@ pub async fn prune_batch(
     client: &impl tokio_postgres::GenericClient,
     retention: &RetentionConfig,
 ) -> Result<PruneCounts> {
-    let row = queries::prune(
-        client,
-        retention.jobs.as_secs_f64(),
-        retention.audit.as_secs_f64(),
-        retention.batch,
-    )
-    .await?;
+    let params = queries::PruneParams {
+        succeeded_secs: retention.jobs.as_secs_f64(),
+        failed_secs: retention.failed.as_secs_f64(),
+        cancelled_secs: retention.cancelled.as_secs_f64(),
+        audit_secs: retention.audit.as_secs_f64(),
+        batch: retention.batch,
+    };
+    let row = queries::prune(client, &params).await?;
     Ok(PruneCounts {
         jobs_deleted: row.jobs,
         events_deleted: row.events,

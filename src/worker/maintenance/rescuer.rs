@@ -9,6 +9,10 @@ use crate::error::Result;
 
 /// Arbitrary constant: "opsrresc".
 const RESCUER_LOCK: i64 = 0x6f70_7372_7265_7363;
+/// The longest lease any daemon may take (`worker.lease` is validated
+/// against it): a lease further away than this was not set by a daemon.
+pub(crate) const MAX_LEASE: std::time::Duration = crate::config::MAX_LEASE;
+
 /// Rows handled per statement, so that no tick holds many locks.
 const BATCH: i64 = 1000;
 
@@ -60,7 +64,7 @@ async fn rescue_and_sweep(c: &mut Conn) -> Result<Option<(queries::Rescued, u64)
     if !lead(&tx, RESCUER_LOCK).await? {
         return Ok(None);
     }
-    let rescued = queries::rescue(&tx, BATCH).await?;
+    let rescued = queries::rescue(&tx, BATCH, MAX_LEASE.as_secs_f64()).await?;
     let cancelled = queries::cancel_queued(&tx, BATCH).await?;
     tx.commit().await?;
     Ok(Some((rescued, cancelled)))
