@@ -73,6 +73,7 @@ pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod systemd;
+pub mod tenants;
 pub mod testing;
 pub mod worker;
 

@@ -5,17 +5,26 @@
 --
 --   psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -f sql/roles/roles.sql
 --
--- It creates two group roles (NOLOGIN); give each daemon its own LOGIN role
--- and make it a member:
+-- It creates three group roles (NOLOGIN); give each daemon and application
+-- its own LOGIN role and make it a member:
 --
 --   CREATE ROLE opsrunner_worker_vm1 LOGIN PASSWORD '...' IN ROLE opsrunner_worker;
 --   CREATE ROLE opsrunner_api_vm1    LOGIN PASSWORD '...' IN ROLE opsrunner_api;
+--   CREATE ROLE billing_app          LOGIN PASSWORD '...' IN ROLE opsrunner_app;
+--   opsrunner tenants bind billing_app billing      -- the app's tenant
+--
+-- The owner (the role that ran `opsrunner migrate`) owns every object.
 --
 -- opsrunner_worker: the worker daemon and operator CLI. Sees every tenant's
 --   rows through its own policy; no DDL (migrations run as the table owner).
 -- opsrunner_api: the HTTP shim. Reads and inserts jobs of the tenant its
 --   request set with SET LOCAL app.tenant_id (row-level security, forced),
 --   may only flag cancellation, reads API keys, appends to the audit log.
+-- opsrunner_app: applications that enqueue by plain SQL. INSERT of the
+--   columns an application decides; every row it inserts starts queued, in
+--   the tenant its login role is bound to (ops_tenant_roles), with a priority
+--   in the operators' band (ops_app_limits). It reads (without policy
+--   tokens) and asks to cancel only its own tenant's jobs.
 --
 -- After this script the policy is FORCED: the table owner is bound by it too,
 -- so run the worker and CLI as a member of opsrunner_worker (or grant the
@@ -37,10 +46,17 @@ END $$;
 
 DO $$
 BEGIN
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO opsrunner_worker, opsrunner_api',
+    CREATE ROLE opsrunner_app NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END $$;
+
+DO $$
+BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO opsrunner_worker, opsrunner_api, opsrunner_app',
                    current_database());
 END $$;
-GRANT USAGE ON SCHEMA public TO opsrunner_worker, opsrunner_api;
+GRANT USAGE ON SCHEMA public TO opsrunner_worker, opsrunner_api, opsrunner_app;
 
 -- Worker and operators: data, not schema.
 GRANT SELECT, INSERT, UPDATE, DELETE
@@ -48,6 +64,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE
     TO opsrunner_worker;
 GRANT SELECT, INSERT ON ops_audit_log TO opsrunner_worker;
 GRANT SELECT ON ops_schema_migrations TO opsrunner_worker;
+-- Operators bind application roles to tenants (`opsrunner tenants`).
+GRANT SELECT, INSERT, UPDATE, DELETE ON ops_tenant_roles TO opsrunner_worker;
+GRANT SELECT, UPDATE ON ops_app_limits TO opsrunner_worker;
 -- Pruning runs as the owner (SECURITY DEFINER): the worker may only call it.
 GRANT EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)
     TO opsrunner_worker;
@@ -70,3 +89,31 @@ DROP POLICY IF EXISTS ops_jobs_worker_all ON ops_jobs;
 CREATE POLICY ops_jobs_worker_all ON ops_jobs TO opsrunner_worker
     USING (true) WITH CHECK (true);
 ALTER TABLE ops_jobs FORCE ROW LEVEL SECURITY;
+
+-- Applications: insert only what an application decides, read and cancel
+-- only their own tenant's jobs, never a policy token.
+GRANT INSERT (job_type, queue, priority, payload, max_attempts, run_at, timeout,
+              idempotency_key, policy_token, dry_run)
+    ON ops_jobs TO opsrunner_app;
+GRANT SELECT (id, job_type, queue, priority, status, payload, result, error, attempt,
+              max_attempts, run_at, cancel_requested, cancel_requested_at, cancel_reason,
+              idempotency_key, tenant_id, timeout, dry_run, created_at, updated_at,
+              started_at, finished_at)
+    ON ops_jobs TO opsrunner_app;
+GRANT UPDATE (cancel_requested, cancel_requested_at, cancel_reason) ON ops_jobs TO opsrunner_app;
+-- The statement triggers record transitions as the caller.
+GRANT INSERT ON ops_job_events TO opsrunner_app;
+GRANT SELECT ON ops_schema_migrations TO opsrunner_app;
+
+DROP TRIGGER IF EXISTS ops_jobs_app_insert ON ops_jobs;
+CREATE TRIGGER ops_jobs_app_insert BEFORE INSERT ON ops_jobs
+    FOR EACH ROW WHEN (pg_has_role(session_user, 'opsrunner_app', 'MEMBER'))
+    EXECUTE FUNCTION ops_jobs_app_insert();
+
+-- An application sees its bound tenant's rows only. The shim's
+-- per-transaction tenant setting applies to the shim alone: an application
+-- that sets app.tenant_id itself gains nothing.
+DROP POLICY IF EXISTS ops_jobs_app_tenant ON ops_jobs;
+CREATE POLICY ops_jobs_app_tenant ON ops_jobs TO opsrunner_app
+    USING (tenant_id = ops_session_tenant()) WITH CHECK (tenant_id = ops_session_tenant());
+ALTER POLICY ops_jobs_tenant_isolation ON ops_jobs TO opsrunner_api;

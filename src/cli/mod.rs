@@ -20,6 +20,7 @@ mod jobs;
 mod keys;
 pub mod logging;
 mod schema;
+mod tenants;
 mod token;
 
 pub use ctx::Ctx;
@@ -86,6 +87,12 @@ pub enum Command {
         /// What to do with flags.
         #[command(subcommand)]
         command: FlagsCommand,
+    },
+    /// Which tenant each application login role enqueues for.
+    Tenants {
+        /// What to do with bindings.
+        #[command(subcommand)]
+        command: TenantsCommand,
     },
     /// A throwaway local setup: Postgres (when DATABASE_URL is unset),
     /// migrations, a worker and a demo job.
@@ -234,6 +241,30 @@ pub enum KeysCommand {
     },
 }
 
+/// `opsrunner tenants …`.
+#[derive(Subcommand, Debug)]
+pub enum TenantsCommand {
+    /// Bind an application's login role (a member of opsrunner_app) to a
+    /// tenant: every job it inserts belongs to that tenant.
+    Bind {
+        /// The login role.
+        role: String,
+        /// The tenant.
+        tenant: String,
+    },
+    /// Every binding.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a binding: the role's inserts are refused until bound again.
+    Unbind {
+        /// The login role.
+        role: String,
+    },
+}
+
 /// `opsrunner token …`.
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
@@ -347,6 +378,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(args) => jobs::enqueue(args, &ctx, out).await,
         Command::Jobs { command } => jobs::run(command, &ctx, out).await,
         Command::Flags { command } => flags::run(command, &ctx, out).await,
+        Command::Tenants { command } => tenants::run(command, &ctx, out).await,
     }
 }
 

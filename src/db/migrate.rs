@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_retention_roles",
         sql: include_str!("../../sql/migrations/0007_retention_roles.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_app_tenants",
+        sql: include_str!("../../sql/migrations/0008_app_tenants.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

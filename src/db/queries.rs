@@ -37,6 +37,9 @@ pub const ALL: &[(&str, &str)] = &[
     ("worker/queued_estimate.sql", QUEUED_ESTIMATE),
     ("worker/try_lead.sql", TRY_LEAD),
     ("worker/db_clock.sql", DB_CLOCK),
+    ("shared/tenant_bind.sql", TENANT_BIND),
+    ("shared/tenant_unbind.sql", TENANT_UNBIND),
+    ("shared/tenant_list.sql", TENANT_LIST),
     ("worker/oldest_snapshot.sql", OLDEST_SNAPSHOT),
     ("shared/db_now.sql", DB_NOW),
     ("worker/notification_usage.sql", NOTIFICATION_USAGE),
@@ -73,6 +76,9 @@ const PRUNE: &str = include_str!("../../sql/queries/worker/prune.sql");
 const QUEUED_ESTIMATE: &str = include_str!("../../sql/queries/worker/queued_estimate.sql");
 const TRY_LEAD: &str = include_str!("../../sql/queries/worker/try_lead.sql");
 const OLDEST_SNAPSHOT: &str = include_str!("../../sql/queries/worker/oldest_snapshot.sql");
+const TENANT_BIND: &str = include_str!("../../sql/queries/shared/tenant_bind.sql");
+const TENANT_UNBIND: &str = include_str!("../../sql/queries/shared/tenant_unbind.sql");
+const TENANT_LIST: &str = include_str!("../../sql/queries/shared/tenant_list.sql");
 const DB_CLOCK: &str = include_str!("../../sql/queries/worker/db_clock.sql");
 const DB_NOW: &str = include_str!("../../sql/queries/shared/db_now.sql");
 const NOTIFICATION_USAGE: &str = include_str!("../../sql/queries/worker/notification_usage.sql");
@@ -641,4 +647,26 @@ pub(crate) async fn show_job(c: &impl GenericClient, id: Uuid) -> Result<Option<
 /// `shared/job_events.sql`.
 pub(crate) async fn job_events(c: &impl GenericClient, id: Uuid) -> Result<Vec<Row>> {
     Ok(c.query(JOB_EVENTS, &[&id]).await?)
+}
+
+/// `shared/tenant_bind.sql`: false when there is no such role.
+pub(crate) async fn tenant_bind(
+    c: &impl GenericClient,
+    role: &str,
+    tenant: &str,
+    by: &str,
+) -> Result<bool> {
+    Ok(c.query_opt(TENANT_BIND, &[&role, &tenant, &by])
+        .await?
+        .is_some())
+}
+
+/// `shared/tenant_unbind.sql`: false when the role had no binding.
+pub(crate) async fn tenant_unbind(c: &impl GenericClient, role: &str, by: &str) -> Result<bool> {
+    Ok(c.query_opt(TENANT_UNBIND, &[&role, &by]).await?.is_some())
+}
+
+/// `shared/tenant_list.sql`.
+pub(crate) async fn tenant_list(c: &impl GenericClient) -> Result<Vec<Row>> {
+    Ok(c.query(TENANT_LIST, &[]).await?)
 }
