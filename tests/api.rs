@@ -835,6 +835,19 @@ async fn policy_tokens_are_checked_by_the_shim_and_again_by_the_worker() {
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let via_shim: uuid::Uuid = r.body["job_id"].as_str().unwrap().parse().unwrap();
+    // A token sent with a type that takes none is refused, not stored.
+    let r = post_job(
+        &api,
+        MASTER,
+        json!({"job_type": "noop", "payload": {}, "policy_token": good}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains("only accepted for action job types"),
+        "{}",
+        r.text
+    );
 
     // Rows inserted by SQL bypass the shim: the worker checks again.
     let forged: uuid::Uuid = c

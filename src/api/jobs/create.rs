@@ -115,6 +115,13 @@ fn new_job(
     if !state.accepts(&req.job_type) {
         return Err(ApiError::unprocessable("unknown job_type"));
     }
+    // A token is kept in the row it came with: one for a type that takes
+    // none would be stored for nothing (and could be copied out later).
+    if req.policy_token.is_some() && !state.policy.is_action(&req.job_type) {
+        return Err(ApiError::unprocessable(
+            "policy_token is only accepted for action job types",
+        ));
+    }
     let timeout = req
         .timeout_seconds
         .map(|t| {
