@@ -397,3 +397,37 @@ async fn output_to_a_closed_pipe_ends_quietly_with_exit_zero() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_and_flags_enable_refuse_unknown_types_unless_forced_and_check_the_payload() {
+    let db = migrated_db().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    for args in [&["enqueue", "slep"][..], &["flags", "enable", "slep"][..]] {
+        let o = opsrunner(args, &env);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            text(&o).contains("no handler knows the job type \"slep\""),
+            "{}",
+            text(&o)
+        );
+    }
+    let forced = opsrunner(&["enqueue", "slep", "--force"], &env);
+    assert!(forced.status.success(), "{}", text(&forced));
+    // The handler's own payload check, as the shim applies it.
+    let bad = opsrunner(
+        &["enqueue", "sleep", "--payload", r#"{"ms": "fast"}"#],
+        &env,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("--payload is invalid for sleep"),
+        "{}",
+        text(&bad)
+    );
+    let check = opsrunner(&["check"], &env);
+    assert!(
+        text(&check).contains("job types known here: noop, sleep"),
+        "{}",
+        text(&check)
+    );
+}

@@ -39,7 +39,12 @@ pub async fn run(command: FlagsCommand, ctx: &Ctx, out: &mut impl Write) -> anyh
                 )?;
             }
         }
-        FlagsCommand::Enable { name, reason } => {
+        FlagsCommand::Enable {
+            name,
+            reason,
+            force,
+        } => {
+            known_type_or_force(ctx, &name, force)?;
             set(&name, true, reason, false).await?;
             writeln!(out, "{name}: on")?;
         }
@@ -74,4 +79,18 @@ pub async fn run(command: FlagsCommand, ctx: &Ctx, out: &mut impl Write) -> anyh
         }
     }
     Ok(())
+}
+
+/// A job type no built-in, `[[exec]]`, `[[http]]` or `api.job_types` entry
+/// knows waits for ever in silence (a typo: `slep`): refused unless `--force`.
+pub(super) fn known_type_or_force(ctx: &Ctx, job_type: &str, force: bool) -> anyhow::Result<()> {
+    let known = ctx.settings()?.known_job_types();
+    if force || known.iter().any(|t| t == job_type) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no handler knows the job type {job_type:?} (known here: {}); its jobs would wait for \
+         ever. Check the name, or pass --force for a type another program serves",
+        known.join(", ")
+    )
 }

@@ -13,6 +13,13 @@ use crate::jobs::{CancelRequest, JobDetail, JobSummary, NewJob};
 pub async fn enqueue(args: EnqueueArgs, ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
     let payload: serde_json::Value =
         serde_json::from_str(&args.payload).context("--payload is not valid JSON")?;
+    super::flags::known_type_or_force(ctx, &args.job_type, args.force)?;
+    // The handler's own check, as the shim applies it (built-ins; configured
+    // handlers accept any payload).
+    if let Some(h) = crate::Registry::with_builtins().get(&args.job_type) {
+        h.validate(&payload)
+            .map_err(|e| anyhow::anyhow!("--payload is invalid for {}: {e}", args.job_type))?;
+    }
     let mut job = NewJob::new(&args.job_type, payload)
         .queue(&args.queue)
         .priority(args.priority)

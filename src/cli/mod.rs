@@ -162,6 +162,10 @@ pub struct EnqueueArgs {
     /// Repeating the same key creates no second job.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Enqueue even a job type this configuration does not know (one an
+    /// embedding program serves, say).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `opsrunner jobs …`.
@@ -300,6 +304,9 @@ pub enum FlagsCommand {
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// Enable even a job type this configuration does not know.
+        #[arg(long)]
+        force: bool,
     },
     /// Stop claiming jobs of this type on every daemon within a second.
     Disable {

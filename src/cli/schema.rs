@@ -31,6 +31,11 @@ pub async fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
         config.database_url.describe(),
         migrate::latest_version()
     )?;
+    writeln!(
+        out,
+        "job types known here: {}",
+        config.settings.known_job_types().join(", ")
+    )?;
     Ok(())
 }
 

@@ -182,6 +182,22 @@ impl Settings {
         Ok(())
     }
 
+    /// Every job type this configuration knows: the built-ins, the
+    /// `[[exec]]` and `[[http]]` entries, and `api.job_types` (types an
+    /// embedding program serves). Sorted. Reads no secret.
+    pub fn known_job_types(&self) -> Vec<String> {
+        let mut v: Vec<String> = crate::handlers::BUILTINS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.exec.iter().map(|e| e.job_type.clone()))
+            .chain(self.http.iter().map(|h| h.job_type.clone()))
+            .chain(self.api.job_types.iter().cloned())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// The built-ins plus one handler per `[[exec]]` and `[[http]]` entry.
     /// Fails (naming the entry) when an entry is invalid or a webhook's
     /// secret is missing or short.
