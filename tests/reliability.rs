@@ -12,43 +12,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use uuid::Uuid;
 
-/// A migrated database on a throwaway cluster of the test's own (fsync off),
-/// so that the battery never depends on, or disturbs, a shared server.
-struct OwnDb {
-    db: std::mem::ManuallyDrop<TestDb>,
-    cluster: std::sync::Arc<opsrunner::testing::TempCluster>,
-}
-
-impl std::ops::Deref for OwnDb {
-    type Target = TestDb;
-    fn deref(&self) -> &TestDb {
-        &self.db
-    }
-}
-
+/// A migrated database on a throwaway cluster of the test's own (fsync off).
 async fn own_db() -> OwnDb {
-    let cluster = tokio::task::spawn_blocking(opsrunner::testing::TempCluster::start)
-        .await
-        .unwrap()
-        .expect("throwaway cluster");
-    let admin = connect(&cluster.url("postgres")).await;
-    let name = format!("battery_{:08x}", rand::random::<u32>());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    // ManuallyDrop: TestDb's Drop would look for this database on the
-    // shared server; it dies with the cluster instead.
-    let db = std::mem::ManuallyDrop::new(TestDb {
-        url: cluster.url(&name),
-        name,
-    });
-    let mut c = db.client().await;
-    opsrunner::db::migrate::migrate(&mut c).await.unwrap();
-    OwnDb {
-        db,
-        cluster: std::sync::Arc::new(cluster),
-    }
+    own_db_with(opsrunner::testing::TempCluster::start).await
 }
 
 fn soak() -> bool {

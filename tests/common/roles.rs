@@ -4,56 +4,33 @@
 //! `sql/roles/roles.sql` applied, and login roles made members of its group
 //! roles. Roles are cluster-wide, so nothing is left on a shared server.
 
-use std::sync::Arc;
-
 use opsrunner::testing::TempCluster;
 
-use super::server::{TestDb, connect};
+use super::server::{OwnDb, TestDb, own_db_with};
 
 /// A migrated database with the roles applied, on a cluster of its own.
-pub struct RolesDb {
-    /// The owner's (superuser's) view.
-    pub db: std::mem::ManuallyDrop<TestDb>,
-    cluster: Arc<TempCluster>,
-}
+pub struct RolesDb(OwnDb);
 
 impl std::ops::Deref for RolesDb {
     type Target = TestDb;
     fn deref(&self) -> &TestDb {
-        &self.db
+        &self.0
     }
 }
 
 /// Starts the cluster, migrates, applies `sql/roles/roles.sql`.
 pub async fn roles_db() -> RolesDb {
-    let cluster = tokio::task::spawn_blocking(TempCluster::start_password_auth)
-        .await
-        .unwrap()
-        .expect("throwaway cluster with password authentication");
-    let admin = connect(&cluster.url("postgres")).await;
-    let name = format!("roles_{:08x}", rand::random::<u32>());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    // ManuallyDrop: the database dies with the cluster.
-    let db = std::mem::ManuallyDrop::new(TestDb {
-        url: cluster.url(&name),
-        name,
-    });
-    let mut c = db.client().await;
-    opsrunner::db::migrate::migrate(&mut c).await.unwrap();
+    let db = own_db_with(TempCluster::start_password_auth).await;
     let roles = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/roles/roles.sql"),
     )
     .unwrap();
-    c.batch_execute(&roles)
+    db.client()
+        .await
+        .batch_execute(&roles)
         .await
         .expect("sql/roles/roles.sql applies");
-    RolesDb {
-        db,
-        cluster: Arc::new(cluster),
-    }
+    RolesDb(db)
 }
 
 impl RolesDb {
@@ -62,7 +39,7 @@ impl RolesDb {
     pub async fn login(&self, group: &str) -> String {
         let user = format!("{group}_{:06x}", rand::random::<u32>() & 0xff_ffff);
         let password = format!("pw-{:016x}", rand::random::<u64>());
-        self.db
+        self.0
             .client()
             .await
             .batch_execute(&format!(
@@ -70,14 +47,9 @@ impl RolesDb {
             ))
             .await
             .unwrap();
-        let mut u = url::Url::parse(&self.db.url).unwrap();
+        let mut u = url::Url::parse(&self.0.url).unwrap();
         u.set_username(&user).unwrap();
         u.set_password(Some(&password)).unwrap();
         u.to_string()
-    }
-
-    /// The cluster, for its port.
-    pub fn cluster(&self) -> &TempCluster {
-        &self.cluster
     }
 }

@@ -185,3 +185,46 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A migrated database on a throwaway cluster of the test's own, so that a
+/// test never depends on, or disturbs, a shared server (the cluster, its
+/// roles and its database go away with it).
+pub struct OwnDb {
+    db: std::mem::ManuallyDrop<TestDb>,
+    /// The cluster, to restart it or read its port.
+    pub cluster: std::sync::Arc<TempCluster>,
+}
+
+impl std::ops::Deref for OwnDb {
+    type Target = TestDb;
+    fn deref(&self) -> &TestDb {
+        &self.db
+    }
+}
+
+/// Starts a cluster with `start` (`TempCluster::start`, or
+/// `TempCluster::start_password_auth`), creates a database and migrates it.
+pub async fn own_db_with(start: fn() -> opsrunner::Result<TempCluster>) -> OwnDb {
+    let cluster = tokio::task::spawn_blocking(start)
+        .await
+        .unwrap()
+        .expect("throwaway cluster");
+    let admin = connect(&cluster.url("postgres")).await;
+    let name = format!("own_{:08x}", rand::random::<u32>());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    // ManuallyDrop: TestDb's Drop would look for this database on the
+    // shared server; it dies with the cluster instead.
+    let db = std::mem::ManuallyDrop::new(TestDb {
+        url: cluster.url(&name),
+        name,
+    });
+    let mut c = db.client().await;
+    opsrunner::db::migrate::migrate(&mut c).await.unwrap();
+    OwnDb {
+        db,
+        cluster: std::sync::Arc::new(cluster),
+    }
+}
