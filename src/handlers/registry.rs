@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::args::{JobArgs, Typed};
-use super::{Handler, HandlerResult, JobContext, Validated, noop, sleep};
+use super::{Handler, HandlerResult, JobContext, noop, sleep};
 use crate::jobs::{PAUSE_FLAG, valid_name};
 
 /// Job types whose handlers are built in.
@@ -38,13 +38,7 @@ impl Registry {
     pub fn with_builtins() -> Self {
         let mut r = Self::new();
         r.register("noop", noop::handle);
-        r.register(
-            "sleep",
-            Validated {
-                run: sleep::handle,
-                validate: sleep::validate,
-            },
-        );
+        r.register_args(sleep::run);
         r
     }
 

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::args::decode;
 use super::{HandlerError, HandlerResult, JobArgs, JobContext};
 
 /// A day: anything longer is surely a mistake in the payload.
@@ -32,14 +31,10 @@ impl JobArgs for Sleep {
     }
 }
 
-/// Checks a payload without sleeping (dry runs, the shim).
-pub fn validate(payload: &Value) -> Result<(), HandlerError> {
-    decode::<Sleep>(payload).map(|_| ())
-}
-
-/// Sleeps, or stops early (retryable) when the job is cancelled.
-pub async fn handle(job: JobContext) -> HandlerResult {
-    let p = decode::<Sleep>(&job.payload)?;
+/// Sleeps, or stops early (retryable) when the job is cancelled. Registered
+/// with `Registry::register_args`: the payload arrives decoded and checked,
+/// and the same decode validates dry runs and the shim's requests.
+pub async fn run(p: Sleep, job: JobContext) -> HandlerResult {
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(p.ms)) => Ok(json!({ "slept_ms": p.ms })),
         _ = job.cancel.cancelled() => Err(HandlerError::Retryable("sleep interrupted by cancellation".into())),
@@ -49,9 +44,25 @@ pub async fn handle(job: JobContext) -> HandlerResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handlers::Handler;
 
     fn ctx(payload: serde_json::Value) -> JobContext {
         JobContext::new("sleep", payload)
+    }
+
+    /// The handler as the built-in registry has it.
+    fn sleep() -> std::sync::Arc<dyn Handler> {
+        crate::Registry::with_builtins()
+            .get("sleep")
+            .expect("built in")
+    }
+
+    fn validate(p: &serde_json::Value) -> Result<(), HandlerError> {
+        sleep().validate(p)
+    }
+
+    async fn handle(job: JobContext) -> HandlerResult {
+        sleep().run(job).await
     }
 
     #[tokio::test]
