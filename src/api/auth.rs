@@ -6,9 +6,9 @@
 //! WARN and audited, always without the presented value.
 
 use std::marker::PhantomData;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath};
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use uuid::Uuid;
@@ -59,11 +59,7 @@ impl<S: Scope> FromRequestParts<SharedState> for Authed<S> {
             .get::<MatchedPath>()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "unmatched".into());
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let ip = super::client_ip(&parts.extensions);
         let who = authenticate(state, &parts.headers, ip, &route, S::NAME).await?;
         Ok(Authed(who, PhantomData))
     }

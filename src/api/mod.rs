@@ -132,8 +132,9 @@ impl ApiState {
 
 /// The client's address as the socket saw it. A reverse proxy in front makes
 /// every request come from the proxy: see docs/security.md.
-pub(crate) fn client_ip(req: &Request) -> IpAddr {
-    req.extensions()
+/// Reads it off a request's (or its parts') extensions.
+pub(crate) fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
@@ -180,7 +181,7 @@ async fn readyz(State(state): State<SharedState>) -> Response {
 
 /// Per-client-IP limit, before authentication so that it also slows guessing.
 async fn per_ip_limit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let ip = client_ip(&req);
+    let ip = client_ip(req.extensions());
     if let Err(wait) = state.limits.check_ip(ip) {
         metrics::counter!("opsrunner_api_rate_limited_total", "limit" => "ip").increment(1);
         return ApiError::too_many(wait).into_response();
