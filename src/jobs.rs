@@ -82,7 +82,7 @@ impl JobStatus {
     ];
 
     /// The name the schema uses.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
@@ -118,8 +118,17 @@ impl std::str::FromStr for JobStatus {
     }
 }
 
-/// The status names, for messages and the API schema.
-pub const STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "cancelled"];
+/// The status names, for messages and the API schema (derived from
+/// [`JobStatus::ALL`]).
+pub const STATUSES: [&str; 5] = {
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < JobStatus::ALL.len() {
+        names[i] = JobStatus::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// A job to enqueue. Start from [`NewJob::new`] or `NewJob::from_args` (a
 /// typed payload, see [`crate::handlers::JobArgs`]) and
@@ -349,11 +358,6 @@ pub async fn insert_many(client: &impl GenericClient, jobs: &[NewJob]) -> Result
     queries::insert_jobs(client, &params).await
 }
 
-/// The old name of [`insert`] for operator jobs: the new job's id.
-pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Uuid> {
-    Ok(insert(client, job).await?.id)
-}
-
 /// A request to cancel one job ([`cancel`]).
 #[derive(Debug, Clone)]
 pub struct CancelRequest<'a> {
@@ -536,6 +540,18 @@ pub async fn show(client: &impl GenericClient, id: Uuid) -> Result<Option<JobDet
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        assert_eq!(
+            STATUSES,
+            ["queued", "running", "succeeded", "failed", "cancelled"]
+        );
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
 
     #[test]
     fn names() {
