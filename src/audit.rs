@@ -28,28 +28,6 @@ pub async fn write(client: &impl GenericClient, e: &AuditEntry<'_>) -> Result<()
     queries::audit(client, e.actor, e.action, e.target, e.tenant, e.detail).await
 }
 
-/// Appends one audit row (the positional form of [`write()`]).
-pub async fn record(
-    client: &impl GenericClient,
-    actor: &str,
-    action: &str,
-    target: Option<&str>,
-    tenant: Option<&str>,
-    detail: &Value,
-) -> Result<()> {
-    write(
-        client,
-        &AuditEntry {
-            actor,
-            action,
-            target,
-            tenant,
-            detail,
-        },
-    )
-    .await
-}
-
 /// Hex SHA-256, for recording that an input was seen without recording it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

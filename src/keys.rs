@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::audit::AuditEntry;
 use crate::db::queries;
 use crate::error::{Error, Result};
 
@@ -108,15 +109,16 @@ pub async fn create(
         },
     )
     .await?;
-    crate::audit::record(
-        client,
-        created_by,
-        "key.create",
-        Some(&id.to_string()),
-        Some(tenant),
-        &serde_json::json!({ "name": name, "scopes": scopes, "expires_at": expires_at }),
-    )
-    .await?;
+    let target = id.to_string();
+    let detail = serde_json::json!({ "name": name, "scopes": scopes, "expires_at": expires_at });
+    let entry = AuditEntry {
+        actor: created_by,
+        action: "key.create",
+        target: Some(&target),
+        tenant: Some(tenant),
+        detail: &detail,
+    };
+    crate::audit::write(client, &entry).await?;
     Ok((id, key))
 }
 
@@ -146,15 +148,15 @@ pub async fn revoke(client: &impl GenericClient, id: Uuid, by: &str) -> Result<b
     let Some(tenant) = queries::key_revoke(client, id).await? else {
         return Ok(false);
     };
-    crate::audit::record(
-        client,
-        by,
-        "key.revoke",
-        Some(&id.to_string()),
-        Some(&tenant),
-        &serde_json::json!({}),
-    )
-    .await?;
+    let target = id.to_string();
+    let entry = AuditEntry {
+        actor: by,
+        action: "key.revoke",
+        target: Some(&target),
+        tenant: Some(&tenant),
+        detail: &serde_json::json!({}),
+    };
+    crate::audit::write(client, &entry).await?;
     Ok(true)
 }
 

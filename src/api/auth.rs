@@ -177,15 +177,14 @@ async fn audit_failure(
     let detail = serde_json::json!({ "reason": reason, "ip": ip.to_string(), "route": route });
     let write = async {
         let client = crate::db::checkout(&state.pool).await?;
-        crate::audit::record(
-            client.client(),
+        let entry = crate::audit::AuditEntry {
             actor,
-            "auth.failure",
-            None,
+            action: "auth.failure",
+            target: None,
             tenant,
-            &detail,
-        )
-        .await?;
+            detail: &detail,
+        };
+        crate::audit::write(client.client(), &entry).await?;
         client.release();
         Ok::<(), crate::Error>(())
     };
