@@ -17,8 +17,60 @@ use crate::error::{Error, Result};
 pub const MAX_RESULT_BYTES: usize = 10 * 1024;
 /// Longest error stored, in characters.
 pub const MAX_ERROR_CHARS: usize = 500;
-/// Largest payload accepted (also a CHECK on the table).
+/// Largest payload accepted, measured as [`payload_size`] measures it: the
+/// payload as Postgres renders it (`payload::text`), which is what the
+/// database checks for applications and the shim.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// The tenant of jobs enqueued without one (by the CLI, or by SQL as a role
+/// the operator trusts): the shim's master key answers for it unless
+/// `api.tenant` names another. Also the column's default in the database.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The size of `payload` as Postgres renders jsonb to text, the measure of
+/// the 1 MiB limit: compact JSON plus the one space Postgres writes after each
+/// `:` and `,`. A compact payload of exactly 1 MiB with any separator in it is
+/// over (Postgres would store more). Numbers are counted as `serde_json`
+/// writes them; Postgres writes exponents out in full (`1e300` is 301
+/// digits), so for such payloads the database's check, which has the last
+/// word, may refuse what this counts as under.
+pub fn payload_size(payload: &Value) -> usize {
+    fn sep(n: usize) -> usize {
+        2 * n.saturating_sub(1)
+    }
+    match payload {
+        Value::Null => 4,
+        Value::Bool(b) => {
+            if *b {
+                4
+            } else {
+                5
+            }
+        }
+        Value::Number(n) => n.to_string().len(),
+        Value::String(s) => escaped_len(s),
+        Value::Array(a) => 2 + sep(a.len()) + a.iter().map(payload_size).sum::<usize>(),
+        Value::Object(o) => {
+            2 + sep(o.len())
+                + o.iter()
+                    .map(|(k, v)| escaped_len(k) + 2 + payload_size(v))
+                    .sum::<usize>()
+        }
+    }
+}
+
+/// Bytes of `s` as a JSON string literal (quotes and escapes included); the
+/// escapes Postgres writes are the ones serde_json writes.
+fn escaped_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
 
 /// `[a-z][a-z0-9_.-]{0,63}`: job types, queues and flag names (also CHECKs).
 pub fn valid_name(s: &str) -> bool {
@@ -151,7 +203,8 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     /// Per-attempt time limit (up to a day); `None` means the worker's default.
     pub timeout: Option<Duration>,
-    /// The tenant the job belongs to; `None` for operator jobs.
+    /// The tenant the job belongs to; `None` for the default tenant
+    /// ([`DEFAULT_TENANT`]).
     pub tenant: Option<String>,
     /// Repeating an insert with the same key (per tenant) creates no second job.
     pub idempotency_key: Option<String>,
@@ -249,9 +302,7 @@ impl NewJob {
         if !(1..=100).contains(&self.max_attempts) {
             return bad("max_attempts must be between 1 and 100");
         }
-        let size = serde_json::to_vec(&self.payload)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = payload_size(&self.payload);
         if size > MAX_PAYLOAD_BYTES {
             return Err(Error::Invalid(format!(
                 "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)"
@@ -320,7 +371,30 @@ pub struct Inserted {
 /// that job was for another type, queue or payload.
 pub async fn insert(client: &impl GenericClient, job: &NewJob) -> Result<Inserted> {
     job.validate()?;
-    if let Some(row) = queries::insert_job(client, &job.params()).await? {
+    let row = queries::insert_job(client, &job.params()).await?;
+    created_or_replayed(client, job, row).await
+}
+
+/// Enqueues `job` for its tenant through the database's `ops_api_enqueue()`,
+/// the shim's only way to write a job: its role has no INSERT on `ops_jobs`,
+/// and the function writes nothing but a new queued job of that tenant (a
+/// tenant is required). Otherwise as [`insert`].
+pub async fn insert_for_tenant(client: &impl GenericClient, job: &NewJob) -> Result<Inserted> {
+    job.validate()?;
+    if job.tenant.is_none() {
+        return Err(Error::Invalid("a tenant is required".into()));
+    }
+    let row = queries::api_enqueue(client, &job.params()).await?;
+    created_or_replayed(client, job, row).await
+}
+
+/// The created row, or (no row: its idempotency key was used) the first job.
+async fn created_or_replayed(
+    client: &impl GenericClient,
+    job: &NewJob,
+    row: Option<queries::InsertedRow>,
+) -> Result<Inserted> {
+    if let Some(row) = row {
         return Ok(Inserted {
             id: row.id,
             status: row.status,
@@ -328,7 +402,7 @@ pub async fn insert(client: &impl GenericClient, job: &NewJob) -> Result<Inserte
         });
     }
     let key = job.idempotency_key.as_deref().unwrap_or_default();
-    let tenant = job.tenant.as_deref().unwrap_or_default();
+    let tenant = job.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
     let earlier =
         queries::find_idempotent(client, tenant, key, &job.job_type, &job.queue, &job.payload)
             .await?
@@ -367,7 +441,9 @@ pub struct CancelRequest<'a> {
     pub reason: Option<&'a str>,
     /// Who asks, for the audit log.
     pub actor: &'a str,
-    /// Only a job of this tenant; `None` for operators (any tenant).
+    /// Only a job of this tenant, through the database's `ops_api_cancel()`
+    /// (the shim's way: its role may not update jobs); `None` for operators
+    /// (any tenant).
     pub tenant: Option<&'a str>,
     /// Where the request came from: `cli`, `api`, …
     pub via: &'a str,
@@ -383,13 +459,15 @@ pub async fn cancel(
 ) -> Result<Option<String>> {
     let reason = req.reason.map(bound_error);
     let actor: String = req.actor.chars().take(200).collect();
+    if let Some(tenant) = req.tenant {
+        return queries::api_cancel(client, tenant, req.id, reason.as_deref(), &actor).await;
+    }
     queries::cancel_job(
         client,
         &queries::CancelJobParams {
             id: req.id,
             reason: reason.as_deref(),
             actor: &actor,
-            tenant: req.tenant,
             via: req.via,
         },
     )

@@ -2,10 +2,17 @@
 //! type (a job with side effects, such as restarting a service).
 //!
 //! A token is `opt1.<claims>.<mac>`: base64url (no padding) of a JSON object
-//! `{tenant, actor, action, scopes, exp}`, and base64url of HMAC-SHA256 over
-//! `opt1.<claims>` with the secret from `OPS_POLICY_SECRET`. The shim checks
-//! it at enqueue; the worker checks it again before running, because rows can
-//! be inserted by plain SQL.
+//! `{tenant, actor, action, scopes, jti, iat, exp}`, and base64url of
+//! HMAC-SHA256 over `opt1.<claims>` with the secret from `OPS_POLICY_SECRET`.
+//! The shim checks it at enqueue; the worker checks it again before running,
+//! because rows can be inserted by plain SQL.
+//!
+//! A token is good for one job. `jti` is 128 random bits, so no two signed
+//! tokens are equal; the database records the first job that carried a token
+//! (`ops_policy_token_uses`, written by an insert trigger in the enqueueing
+//! transaction) and refuses a second, and the worker runs an action job only
+//! when the recorded use is that job's. Tokens signed before v9 carry no
+//! `jti` and are refused as malformed: sign new ones.
 //!
 //! Nothing here ever prints a token: refusals say why, not what.
 
@@ -22,8 +29,12 @@ const PREFIX: &str = "opt1";
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Shortest secret accepted when tokens are required.
 pub const MIN_SECRET_LEN: usize = 32;
-/// A token may not be valid for longer than this.
+/// A token may not be valid for longer than this (from `iat` to `exp`).
 pub const MAX_TTL_SECS: i64 = 7 * 86_400;
+/// How far in the future a token's issue time may lie: the signer's clock may
+/// be ahead of the database's by this much (the worker warns long before, at
+/// `worker.clock_offset_limit`, 5 s by default).
+pub const MAX_ISSUE_SKEW_SECS: i64 = 300;
 
 /// Environment variables that carry the signing secret.
 pub const SECRET_VAR: &str = "OPS_POLICY_SECRET";
@@ -41,8 +52,37 @@ pub struct Claims {
     pub action: String,
     /// Scopes it grants, e.g. `ops:execute`.
     pub scopes: Vec<String>,
-    /// Expiry, Unix seconds.
+    /// Its unique id: 32 lowercase hex digits (128 random bits).
+    pub jti: String,
+    /// Issue time, Unix seconds.
+    pub iat: i64,
+    /// Expiry, Unix seconds; at most [`MAX_TTL_SECS`] after `iat`.
     pub exp: i64,
+}
+
+impl Claims {
+    /// Claims issued at `now` (Unix seconds) and valid for `ttl_secs`, with a
+    /// fresh random id. [`sign`] refuses a `ttl_secs` outside
+    /// `1..=MAX_TTL_SECS`.
+    pub fn new(
+        tenant: Option<String>,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        scopes: Vec<String>,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Self {
+        let id: [u8; 16] = rand::random();
+        Self {
+            tenant,
+            actor: actor.into(),
+            action: action.into(),
+            scopes,
+            jti: id.iter().map(|b| format!("{b:02x}")).collect(),
+            iat: now,
+            exp: now.saturating_add(ttl_secs),
+        }
+    }
 }
 
 /// Why a token was refused. The message carries no part of the token.
@@ -70,6 +110,12 @@ pub enum Refusal {
     /// Lacks the scope the action needs.
     #[error("policy token lacks the required scope")]
     MissingScope,
+    /// Issued in the future (more than [`MAX_ISSUE_SKEW_SECS`] ahead).
+    #[error("policy token is not valid yet")]
+    NotYetValid,
+    /// Already carried by another job: a token is good for one job.
+    #[error("policy token was already used by another job")]
+    Reused,
 }
 
 impl Refusal {
@@ -83,6 +129,8 @@ impl Refusal {
             Refusal::WrongAction => "wrong_action",
             Refusal::WrongTenant => "wrong_tenant",
             Refusal::MissingScope => "missing_scope",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::Reused => "reused",
         }
     }
 }
@@ -260,10 +308,16 @@ impl Policy {
         if claims.exp <= now_unix {
             return Err(Refusal::Expired);
         }
+        if claims.iat > now_unix.saturating_add(MAX_ISSUE_SKEW_SECS) {
+            return Err(Refusal::NotYetValid);
+        }
         if claims.action != job_type {
             return Err(Refusal::WrongAction);
         }
-        if claims.tenant.as_deref() != tenant {
+        // A token without a tenant is for the default tenant's jobs, which is
+        // where jobs without one live.
+        let tenant_of = |t: Option<&str>| t.unwrap_or(crate::jobs::DEFAULT_TENANT).to_owned();
+        if tenant_of(claims.tenant.as_deref()) != tenant_of(tenant) {
             return Err(Refusal::WrongTenant);
         }
         if !claims.scopes.iter().any(|s| s == &action.scope) {
@@ -281,8 +335,15 @@ fn mac(secret: &Secret, signed: &[u8]) -> Hmac<Sha256> {
     m
 }
 
-/// Signs `claims`. Refuses claims that `verify` would refuse as malformed.
+/// Signs `claims`. Refuses claims that `verify` would refuse as malformed,
+/// among them a validity (`exp - iat`) over [`MAX_TTL_SECS`] (7 days).
 pub fn sign(secret: &Secret, claims: &Claims) -> Result<String> {
+    let ttl = claims.exp.saturating_sub(claims.iat);
+    if !(1..=MAX_TTL_SECS).contains(&ttl) {
+        return Err(Error::Invalid(format!(
+            "a policy token must be valid for between 1 second and {MAX_TTL_SECS} seconds              (7 days); these claims ask for {ttl}"
+        )));
+    }
     check_claims(claims).map_err(|_| Error::Invalid("policy token claims out of bounds".into()))?;
     let json = serde_json::to_vec(claims)
         .map_err(|e| Error::Invalid(format!("policy token claims: {e}")))?;
@@ -309,6 +370,9 @@ fn check_claims(c: &Claims) -> std::result::Result<(), Refusal> {
         || c.scopes.is_empty()
         || c.scopes.len() > 16
         || !c.scopes.iter().all(|s| valid_scope(s))
+        || c.jti.len() != 32
+        || !c.jti.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        || !(1..=MAX_TTL_SECS).contains(&c.exp.saturating_sub(c.iat))
     {
         return Err(Refusal::Malformed);
     }
@@ -369,13 +433,14 @@ mod tests {
     }
 
     fn claims() -> Claims {
-        Claims {
-            tenant: Some("acme".into()),
-            actor: "alice".into(),
-            action: "restart-service".into(),
-            scopes: vec!["ops:execute".into()],
-            exp: 2_000,
-        }
+        Claims::new(
+            Some("acme".into()),
+            "alice",
+            "restart-service",
+            vec!["ops:execute".into()],
+            500,
+            1_500,
+        )
     }
 
     #[test]
@@ -384,8 +449,10 @@ mod tests {
         let t = sign(&secret(), &claims()).unwrap();
         let check = |job: &str, tenant: Option<&str>, now| p.check(job, tenant, Some(&t), now);
         assert_eq!(
-            check("restart-service", Some("acme"), 1_000).unwrap(),
-            Some(claims())
+            check("restart-service", Some("acme"), 1_000)
+                .unwrap()
+                .map(|c| c.exp),
+            Some(2_000)
         );
         assert_eq!(
             check("restart-service", Some("acme"), 2_000),
@@ -397,13 +464,61 @@ mod tests {
         );
         assert_eq!(
             check("restart-service", None, 1_000),
-            Err(Refusal::WrongTenant)
+            Err(Refusal::WrongTenant),
+            "no tenant is the default tenant, not acme"
         );
         // Not an action type: no token needed, whatever is passed.
         assert_eq!(check("noop", Some("acme"), 1_000), Ok(None));
         assert_eq!(
             p.check("restart-service", Some("acme"), None, 1_000),
             Err(Refusal::Missing)
+        );
+    }
+
+    #[test]
+    fn signing_refuses_validity_over_seven_days_and_every_token_is_unique() {
+        let s = secret();
+        let mut long = claims();
+        long.exp = long.iat + MAX_TTL_SECS + 1;
+        let msg = sign(&s, &long).unwrap_err().to_string();
+        assert!(msg.contains("7 days"), "{msg}");
+        let mut backwards = claims();
+        backwards.exp = backwards.iat;
+        assert!(sign(&s, &backwards).is_err());
+        let mut week = claims();
+        week.exp = week.iat + MAX_TTL_SECS;
+        sign(&s, &week).unwrap();
+        // The same grant signed twice: two tokens (their ids differ).
+        assert_ne!(sign(&s, &claims()).unwrap(), sign(&s, &claims()).unwrap());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_not_valid_yet() {
+        let p = policy();
+        let mut c = claims();
+        c.iat = 1_000 + MAX_ISSUE_SKEW_SECS + 1;
+        c.exp = c.iat + 60;
+        let t = sign(&secret(), &c).unwrap();
+        assert_eq!(
+            p.check("restart-service", Some("acme"), Some(&t), 1_000),
+            Err(Refusal::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn a_token_without_a_tenant_is_the_default_tenants() {
+        let p = policy();
+        let mut c = claims();
+        c.tenant = None;
+        let t = sign(&secret(), &c).unwrap();
+        assert!(
+            p.check("restart-service", Some(crate::jobs::DEFAULT_TENANT), Some(&t), 1_000)
+                .is_ok()
+        );
+        assert!(p.check("restart-service", None, Some(&t), 1_000).is_ok());
+        assert_eq!(
+            p.check("restart-service", Some("acme"), Some(&t), 1_000),
+            Err(Refusal::WrongTenant)
         );
     }
 
@@ -512,6 +627,8 @@ mod tests {
             Refusal::WrongAction,
             Refusal::WrongTenant,
             Refusal::MissingScope,
+            Refusal::NotYetValid,
+            Refusal::Reused,
         ] {
             assert!(!r.to_string().contains(&t));
         }

@@ -39,13 +39,17 @@ fn skewed(lib: &str, offset: &'static str) -> Vec<(&'static str, String)> {
 }
 
 fn token(exp_from_now: i64) -> String {
-    let claims = Claims {
-        tenant: None,
-        actor: "alice".into(),
-        action: "restart-service".into(),
-        scopes: vec!["ops:execute".into()],
-        exp: chrono::Utc::now().timestamp() + exp_from_now,
-    };
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = Claims::new(
+        None,
+        "alice",
+        "restart-service",
+        vec!["ops:execute".into()],
+        now - 60,
+        60,
+    );
+    claims.exp = now + exp_from_now;
+    claims.iat = claims.exp - 3_600;
     sign(&Secret::new(SECRET.as_bytes().to_vec()), &claims).unwrap()
 }
 

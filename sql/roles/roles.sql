@@ -17,9 +17,12 @@
 --
 -- opsrunner_worker: the worker daemon and operator CLI. Sees every tenant's
 --   rows through its own policy; no DDL (migrations run as the table owner).
--- opsrunner_api: the HTTP shim. Reads and inserts jobs of the tenant its
---   request set with SET LOCAL app.tenant_id (row-level security, forced),
---   may only flag cancellation, reads API keys, appends to the audit log.
+-- opsrunner_api: the HTTP shim. Reads jobs (never their policy tokens) of
+--   the tenant its request set with SET LOCAL app.tenant_id (row-level
+--   security, forced); enqueues and cancels only through ops_api_enqueue()
+--   and ops_api_cancel(), which write a new queued job or the cancellation
+--   of one of that tenant's jobs and nothing else; reads API keys and flags;
+--   appends to the audit log.
 -- opsrunner_app: applications that enqueue by plain SQL. INSERT of the
 --   columns an application decides; every row it inserts starts queued, in
 --   the tenant its login role is bound to (ops_tenant_roles), with a priority
@@ -64,6 +67,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE
     TO opsrunner_worker;
 GRANT SELECT, INSERT ON ops_audit_log TO opsrunner_worker;
 GRANT SELECT ON ops_schema_migrations TO opsrunner_worker;
+-- The worker runs an action job only when its token's recorded use is its own.
+GRANT SELECT ON ops_policy_token_uses TO opsrunner_worker;
 -- Operators bind application roles to tenants (`opsrunner tenants`).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_tenant_roles TO opsrunner_worker;
 GRANT SELECT, UPDATE ON ops_app_limits TO opsrunner_worker;
@@ -71,14 +76,20 @@ GRANT SELECT, UPDATE ON ops_app_limits TO opsrunner_worker;
 GRANT EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)
     TO opsrunner_worker;
 
--- The shim: insert and read jobs (row-level security narrows both to one
--- tenant), flag a cancellation, nothing else.
-GRANT SELECT, INSERT ON ops_jobs TO opsrunner_api;
-GRANT UPDATE (cancel_requested, cancel_requested_at, cancel_reason, status, error, finished_at)
+-- The shim: read jobs (row-level security narrows it to one tenant), write
+-- only through its two functions. Earlier versions of this script granted
+-- INSERT, UPDATE and event INSERT: revoked here, so a re-run tightens an
+-- existing database too.
+REVOKE ALL ON ops_jobs, ops_job_events FROM opsrunner_api;
+GRANT SELECT (id, job_type, queue, priority, status, payload, result, error, attempt,
+              max_attempts, run_at, cancel_requested, cancel_requested_at, cancel_reason,
+              idempotency_key, tenant_id, timeout, dry_run, created_at, updated_at,
+              started_at, finished_at)
     ON ops_jobs TO opsrunner_api;
--- The transition trigger runs as the caller and records the cancellation.
--- No SELECT: events have no tenant column, so the shim must not read them.
-GRANT INSERT ON ops_job_events TO opsrunner_api;
+GRANT EXECUTE ON FUNCTION ops_api_enqueue(text, text, text, smallint, jsonb, integer, timestamptz,
+                                          float8, text, text, boolean),
+                          ops_api_cancel(text, uuid, text, text)
+    TO opsrunner_api;
 GRANT SELECT ON ops_api_keys, ops_feature_flags, ops_schema_migrations TO opsrunner_api;
 GRANT INSERT ON ops_audit_log TO opsrunner_api;
 REVOKE EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)
@@ -92,6 +103,7 @@ ALTER TABLE ops_jobs FORCE ROW LEVEL SECURITY;
 
 -- Applications: insert only what an application decides, read and cancel
 -- only their own tenant's jobs, never a policy token.
+REVOKE ALL ON ops_jobs, ops_job_events FROM opsrunner_app;
 GRANT INSERT (job_type, queue, priority, payload, max_attempts, run_at, timeout,
               idempotency_key, policy_token, dry_run)
     ON ops_jobs TO opsrunner_app;
@@ -101,8 +113,6 @@ GRANT SELECT (id, job_type, queue, priority, status, payload, result, error, att
               started_at, finished_at)
     ON ops_jobs TO opsrunner_app;
 GRANT UPDATE (cancel_requested, cancel_requested_at, cancel_reason) ON ops_jobs TO opsrunner_app;
--- The statement triggers record transitions as the caller.
-GRANT INSERT ON ops_job_events TO opsrunner_app;
 GRANT SELECT ON ops_schema_migrations TO opsrunner_app;
 
 DROP TRIGGER IF EXISTS ops_jobs_app_insert ON ops_jobs;

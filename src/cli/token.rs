@@ -27,18 +27,13 @@ pub fn run(command: TokenCommand, _ctx: &Ctx, out: &mut impl Write) -> anyhow::R
     if !(1..=MAX_TTL_SECS).contains(&ttl) {
         bail!("--ttl must be between 1s and 7 days");
     }
-    let claims = policy::Claims {
-        tenant,
-        actor,
-        action,
-        scopes: scopes
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-        exp: Utc::now().timestamp() + ttl,
-    };
+    let scopes = scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let claims = policy::Claims::new(tenant, actor, action, scopes, Utc::now().timestamp(), ttl);
     writeln!(out, "{}", policy::sign(&secret, &claims)?)?;
     Ok(())
 }

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_app_tenants",
         sql: include_str!("../../sql/migrations/0008_app_tenants.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_api_functions_tokens",
+        sql: include_str!("../../sql/migrations/0009_api_functions_tokens.sql"),
+    },
 ];
 
 /// The schema version this binary needs.
@@ -72,10 +77,16 @@ const MIGRATION_LOCK: i64 = 0x6f70_7372_6d69_6772; // "opsrmigr"
 /// Applies every missing migration; returns the versions applied (empty when
 /// the database was already current).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>> {
+    migrate_to(client, latest_version()).await
+}
+
+/// Applies the missing migrations up to and including `target`: what
+/// upgrade tests use to build a database as an older release left it.
+pub async fn migrate_to(client: &mut Client, target: i32) -> Result<Vec<i32>> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let result = apply_missing(client).await;
+    let result = apply_missing(client, target).await;
     // Released even when a migration failed, so a retry does not wait forever.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
@@ -85,7 +96,7 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>> {
     Ok(applied)
 }
 
-async fn apply_missing(client: &mut Client) -> Result<Vec<i32>> {
+async fn apply_missing(client: &mut Client, target: i32) -> Result<Vec<i32>> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS ops_schema_migrations (
@@ -97,7 +108,10 @@ async fn apply_missing(client: &mut Client) -> Result<Vec<i32>> {
         .await?;
     let current = current_version_raw(client).await?.unwrap_or(0);
     let mut applied = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql).await?;
         tx.execute(

@@ -49,6 +49,9 @@ pub const ALL: &[(&str, &str)] = &[
     ("api/set_tenant.sql", SET_TENANT),
     ("api/job_exists.sql", JOB_EXISTS),
     ("api/role_bypasses_rls.sql", ROLE_BYPASSES_RLS),
+    ("api/enqueue.sql", API_ENQUEUE),
+    ("api/cancel_job.sql", API_CANCEL_JOB),
+    ("worker/token_use.sql", TOKEN_USE),
     ("shared/insert_job.sql", INSERT_JOB),
     ("shared/insert_jobs.sql", INSERT_JOBS),
     ("shared/cancel_job.sql", CANCEL_JOB),
@@ -88,6 +91,9 @@ const API_GET_JOB: &str = include_str!("../../sql/queries/api/get_job.sql");
 const SET_TENANT: &str = include_str!("../../sql/queries/api/set_tenant.sql");
 const JOB_EXISTS: &str = include_str!("../../sql/queries/api/job_exists.sql");
 const ROLE_BYPASSES_RLS: &str = include_str!("../../sql/queries/api/role_bypasses_rls.sql");
+const API_ENQUEUE: &str = include_str!("../../sql/queries/api/enqueue.sql");
+const API_CANCEL_JOB: &str = include_str!("../../sql/queries/api/cancel_job.sql");
+const TOKEN_USE: &str = include_str!("../../sql/queries/worker/token_use.sql");
 const INSERT_JOB: &str = include_str!("../../sql/queries/shared/insert_job.sql");
 const INSERT_JOBS: &str = include_str!("../../sql/queries/shared/insert_jobs.sql");
 const CANCEL_JOB: &str = include_str!("../../sql/queries/shared/cancel_job.sql");
@@ -514,8 +520,6 @@ pub(crate) struct CancelJobParams<'a> {
     pub id: Uuid,
     pub reason: Option<&'a str>,
     pub actor: &'a str,
-    /// `None`: any tenant (operators).
-    pub tenant: Option<&'a str>,
     pub via: &'a str,
 }
 
@@ -526,8 +530,62 @@ pub(crate) async fn cancel_job(
     p: &CancelJobParams<'_>,
 ) -> Result<Option<String>> {
     let row = c
-        .query_opt(CANCEL_JOB, &[&p.id, &p.reason, &p.actor, &p.tenant, &p.via])
+        .query_opt(CANCEL_JOB, &[&p.id, &p.reason, &p.actor, &p.via])
         .await?;
+    row.map(|r| Ok(r.try_get(0)?)).transpose()
+}
+
+/// `api/cancel_job.sql`: [`cancel_job`] for one tenant, through
+/// `ops_api_cancel()`; `None` when that tenant has no such unfinished job.
+pub(crate) async fn api_cancel(
+    c: &impl GenericClient,
+    tenant: &str,
+    id: Uuid,
+    reason: Option<&str>,
+    actor: &str,
+) -> Result<Option<String>> {
+    let row = c
+        .query_one(API_CANCEL_JOB, &[&tenant, &id, &reason, &actor])
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// `api/enqueue.sql`: [`insert_job`] through `ops_api_enqueue()`, for the
+/// shim (tenant required). No row when the tenant's idempotency key was used.
+pub(crate) async fn api_enqueue(
+    c: &impl GenericClient,
+    p: &InsertJobParams<'_>,
+) -> Result<Option<InsertedRow>> {
+    let row = c
+        .query_opt(
+            API_ENQUEUE,
+            &[
+                &p.tenant,
+                &p.job_type,
+                &p.queue,
+                &p.priority,
+                p.payload,
+                &p.max_attempts,
+                &p.run_at,
+                &p.timeout_secs,
+                &p.idempotency_key,
+                &p.policy_token,
+                &p.dry_run,
+            ],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(InsertedRow {
+            id: r.try_get(0)?,
+            status: r.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
+/// `worker/token_use.sql`: the job that first carried `token`, if any.
+pub(crate) async fn token_use(c: &impl GenericClient, token: &str) -> Result<Option<Uuid>> {
+    let row = c.query_opt(TOKEN_USE, &[&token]).await?;
     row.map(|r| Ok(r.try_get(0)?)).transpose()
 }
 

@@ -219,10 +219,18 @@ async fn refuse_before_start(
     }
     // Rows can be inserted by plain SQL: an action job runs (or dry-runs)
     // only with a valid token, whatever the shim checked at enqueue.
-    if shared.policy.is_action(&job.job_type)
-        && let Err(refusal) = check_policy(shared, job).await
-    {
-        return Some(Outcome::Failed(format!("policy token refused: {refusal}")));
+    if shared.policy.is_action(&job.job_type) {
+        match check_policy(shared, job).await {
+            Ok(()) => {}
+            Err(PolicyStop::Refused(refusal)) => {
+                return Some(Outcome::Failed(format!("policy token refused: {refusal}")));
+            }
+            Err(PolicyStop::Unverified(e)) => {
+                return Some(Outcome::Requeue(bound_error(&format!(
+                    "could not check the policy token's use: {e}"
+                ))));
+            }
+        }
     }
     if job.dry_run {
         // Validate only: no side effect. The transition trigger records it.
@@ -330,16 +338,41 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     format!("handler panicked: {msg}")
 }
 
-/// Verifies an action job's token and audits the use or the refusal. An
-/// audit write that fails is logged, not fatal: the verdict stands.
-async fn check_policy(shared: &Shared, job: &ClaimedJob) -> Result<(), crate::policy::Refusal> {
-    let verdict = shared.policy.check(
+/// Why an action job does not start.
+enum PolicyStop {
+    /// The token is refused: the job fails.
+    Refused(crate::policy::Refusal),
+    /// Its use could not be looked up (the database did not answer): the job
+    /// goes back to the queue untouched.
+    Unverified(crate::error::Error),
+}
+
+/// Verifies an action job's token, and that this job is the one that used it
+/// (a token is good for one job: a copy in another row names the first), and
+/// audits the use or the refusal. An audit write that fails is logged, not
+/// fatal: the verdict stands.
+async fn check_policy(shared: &Shared, job: &ClaimedJob) -> Result<(), PolicyStop> {
+    let token = job.policy_token.as_ref().map(|t| t.0.as_str());
+    let mut verdict = shared.policy.check(
         &job.job_type,
         job.tenant.as_deref(),
-        job.policy_token.as_ref().map(|t| t.0.as_str()),
+        token,
         // The database's clock, not this machine's (see `db_now`).
         job.db_now,
     );
+    if let (Ok(Some(_)), Some(token)) = (&verdict, token) {
+        let used_by = crate::db::bounded(shared.call_timeout, async {
+            let c = crate::db::checkout(&shared.pool).await?;
+            let used_by = crate::db::queries::token_use(c.client(), token).await?;
+            c.release();
+            Ok(used_by)
+        })
+        .await
+        .map_err(PolicyStop::Unverified)?;
+        if used_by != Some(job.id) {
+            verdict = Err(crate::policy::Refusal::Reused);
+        }
+    }
     let (action, detail) = match &verdict {
         Ok(claims) => (
             "policy.used",
@@ -374,5 +407,5 @@ async fn check_policy(shared: &Shared, job: &ClaimedJob) -> Result<(), crate::po
     if let Err(e) = write.await {
         tracing::warn!(error = %e, job_id = %job.id, "could not audit a policy check");
     }
-    verdict.map(|_| ())
+    verdict.map(|_| ()).map_err(PolicyStop::Refused)
 }

@@ -1,10 +1,8 @@
--- Enqueue one job: the CLI's, the shim's and the library's `jobs::insert`.
--- The shim runs it in a transaction that did SET LOCAL app.tenant_id, so
--- row-level security only lets it write a row of that tenant; the CLI and
--- embedders pass NULL tenant and key.
+-- Enqueue one job: the CLI's and the library's `jobs::insert`, as a role
+-- that may insert jobs (the shim goes through api/enqueue.sql).
 -- $1 job type, $2 queue, $3 priority, $4 payload, $5 max attempts,
 -- $6 run at (NULL = now), $7 timeout seconds (NULL = worker default),
--- $8 tenant (NULL = none), $9 idempotency key (NULL = none),
+-- $8 tenant (NULL = the default tenant, 'default'), $9 idempotency key (NULL = none),
 -- $10 policy token (NULL = none), $11 dry run (NULL = false).
 -- No row comes back when the tenant already has a job with this key: the
 -- caller then reads that job (api/find_idempotent.sql). Concurrent repeats
@@ -13,7 +11,7 @@ INSERT INTO ops_jobs (job_type, queue, priority, payload, max_attempts, run_at, 
                       tenant_id, idempotency_key, policy_token, dry_run)
 VALUES ($1, $2, $3, $4, $5, coalesce($6, now()),
         CASE WHEN $7::float8 IS NULL THEN NULL ELSE make_interval(secs => $7::float8) END,
-        $8, $9, $10, coalesce($11::bool, false))
+        coalesce($8, 'default'), $9, $10, coalesce($11::bool, false))
 ON CONFLICT (coalesce(tenant_id, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
 DO NOTHING
 RETURNING id, status::text

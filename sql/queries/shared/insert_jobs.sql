@@ -8,7 +8,7 @@ INSERT INTO ops_jobs (job_type, queue, priority, payload, max_attempts, run_at, 
                       tenant_id, idempotency_key, policy_token, dry_run)
 SELECT j.job_type, j.queue, j.priority, j.payload, j.max_attempts, coalesce(j.run_at, now()),
        CASE WHEN j.timeout_secs IS NULL THEN NULL ELSE make_interval(secs => j.timeout_secs) END,
-       j.tenant_id, j.idempotency_key, j.policy_token, j.dry_run
+       coalesce(j.tenant_id, 'default'), j.idempotency_key, j.policy_token, j.dry_run
 FROM unnest($1::text[], $2::text[], $3::int2[], $4::jsonb[], $5::int4[], $6::timestamptz[],
             $7::float8[], $8::text[], $9::text[], $10::text[], $11::bool[])
      AS j(job_type, queue, priority, payload, max_attempts, run_at, timeout_secs,

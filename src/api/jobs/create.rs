@@ -69,7 +69,7 @@ pub async fn create(
         };
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    let inserted = crate::jobs::insert(&*tx, &job).await?;
+    let inserted = crate::jobs::insert_for_tenant(&*tx, &job).await?;
     audit_request(
         &*tx,
         &who,

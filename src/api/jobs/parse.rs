@@ -60,11 +60,10 @@ pub fn parse_create(bytes: &[u8]) -> Result<CreateJob, String> {
     serde_json::from_slice(bytes).map_err(|e| describe_json_error(&e).message)
 }
 
-/// The payload bounds: at most 1 MiB serialized, at most 10 levels deep.
+/// The payload bounds: at most 1 MiB as Postgres stores it
+/// ([`crate::jobs::payload_size`]), at most 10 levels deep.
 pub fn check_payload(payload: &Value) -> Result<(), String> {
-    let size = serde_json::to_vec(payload)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = crate::jobs::payload_size(payload);
     if size > MAX_PAYLOAD_BYTES {
         return Err(format!(
             "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)"
