@@ -51,6 +51,11 @@ pub enum Error {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// The policy token was already used by another job: a token is good for
+    /// one job (the database refused the second row that carried it).
+    #[error("policy token was already used by another job; sign a new token for each job")]
+    TokenReused,
+
     /// One of the worker's long-running tasks ended on its own (a bug): the
     /// daemon stops and fails so that its supervisor restarts it.
     #[error("the worker's {task} task stopped unexpectedly; see the log")]

@@ -371,7 +371,9 @@ pub struct Inserted {
 /// that job was for another type, queue or payload.
 pub async fn insert(client: &impl GenericClient, job: &NewJob) -> Result<Inserted> {
     job.validate()?;
-    let row = queries::insert_job(client, &job.params()).await?;
+    let row = queries::insert_job(client, &job.params())
+        .await
+        .map_err(token_reuse)?;
     created_or_replayed(client, job, row).await
 }
 
@@ -384,8 +386,24 @@ pub async fn insert_for_tenant(client: &impl GenericClient, job: &NewJob) -> Res
     if job.tenant.is_none() {
         return Err(Error::Invalid("a tenant is required".into()));
     }
-    let row = queries::api_enqueue(client, &job.params()).await?;
+    let row = queries::api_enqueue(client, &job.params())
+        .await
+        .map_err(token_reuse)?;
     created_or_replayed(client, job, row).await
+}
+
+/// The database's refusal of a second row with one policy token (the trigger
+/// of migration 0009 names the uses table's key) as [`Error::TokenReused`].
+fn token_reuse(e: Error) -> Error {
+    match &e {
+        Error::Db(db)
+            if db.as_db_error().and_then(|d| d.constraint())
+                == Some("ops_policy_token_uses_pkey") =>
+        {
+            Error::TokenReused
+        }
+        _ => e,
+    }
 }
 
 /// The created row, or (no row: its idempotency key was used) the first job.

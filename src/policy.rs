@@ -371,7 +371,10 @@ fn check_claims(c: &Claims) -> std::result::Result<(), Refusal> {
         || c.scopes.len() > 16
         || !c.scopes.iter().all(|s| valid_scope(s))
         || c.jti.len() != 32
-        || !c.jti.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        || !c
+            .jti
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         || !(1..=MAX_TTL_SECS).contains(&c.exp.saturating_sub(c.iat))
     {
         return Err(Refusal::Malformed);
@@ -512,8 +515,13 @@ mod tests {
         c.tenant = None;
         let t = sign(&secret(), &c).unwrap();
         assert!(
-            p.check("restart-service", Some(crate::jobs::DEFAULT_TENANT), Some(&t), 1_000)
-                .is_ok()
+            p.check(
+                "restart-service",
+                Some(crate::jobs::DEFAULT_TENANT),
+                Some(&t),
+                1_000
+            )
+            .is_ok()
         );
         assert!(p.check("restart-service", None, Some(&t), 1_000).is_ok());
         assert_eq!(

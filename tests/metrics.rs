@@ -167,3 +167,41 @@ async fn a_snapshot_held_open_elsewhere_is_exported_and_warned_about() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_of_a_type_nobody_handles_are_logged_at_warn_and_counted() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["noop", "slep"]).await;
+    for _ in 0..3 {
+        insert_job(&c, "slep", json!({})).await;
+    }
+    insert_job(&c, "noop", json!({})).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let w = WorkerProcess::start(&db, &[("OPSRUNNER_METRICS__LISTEN", &listen)]).await;
+    w.wait_log("no handler for", Duration::from_secs(10)).await;
+    let line = w
+        .log_text()
+        .lines()
+        .find(|l| l.contains("no handler for"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("\"WARN\""), "{line}");
+    assert!(line.contains("slep=3"), "{line}");
+    assert!(!line.contains("noop"), "{line}");
+    wait_for(Duration::from_secs(10), "the unhandled gauge", || async {
+        let (_, body) = get(port, "/metrics").await;
+        (sample(
+            &body,
+            "opsrunner_unhandled_queued_jobs",
+            &["job_type=\"slep\""],
+        ) == Some(3.0))
+        .then_some(())
+    })
+    .await;
+}

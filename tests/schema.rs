@@ -74,3 +74,93 @@ async fn the_table_refuses_a_payload_over_1_mib() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn an_upgrade_gives_jobs_without_a_tenant_to_the_default_tenant_untouched() {
+    let db = fresh_db().await;
+    let mut c = db.client().await;
+    opsrunner::db::migrate::migrate_to(&mut c, 8).await.unwrap();
+    // Rows as a v8 database holds them: enqueued by SQL without a tenant,
+    // some finished, one with a tenant.
+    c.batch_execute(
+        "INSERT INTO ops_jobs (job_type, updated_at) VALUES ('noop', '2026-01-01T00:00:00Z');
+         INSERT INTO ops_jobs (job_type, status, finished_at, updated_at)
+             VALUES ('noop', 'succeeded', now(), '2026-01-01T00:00:00Z');
+         INSERT INTO ops_jobs (job_type, tenant_id) VALUES ('noop', 'acme');",
+    )
+    .await
+    .unwrap();
+    let applied = opsrunner::db::migrate::migrate(&mut c).await.unwrap();
+    assert_eq!(
+        applied,
+        (9..=opsrunner::db::migrate::latest_version()).collect::<Vec<_>>()
+    );
+    let tenants: Vec<String> = c
+        .query("SELECT tenant_id FROM ops_jobs ORDER BY tenant_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tenants, ["acme", "default", "default"]);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM ops_jobs WHERE updated_at = '2026-01-01T00:00:00Z'"
+        )
+        .await,
+        2,
+        "the backfill is not an update anyone made"
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM ops_job_events").await, 0);
+    // New rows without a tenant get the default one, and the column is required.
+    let t: String = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING tenant_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t, opsrunner::jobs::DEFAULT_TENANT);
+    assert!(
+        c.execute(
+            "INSERT INTO ops_jobs (job_type, tenant_id) VALUES ('noop', NULL)",
+            &[]
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn the_payload_limit_is_the_size_postgres_stores_in_the_shim_and_the_database() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    // Compact, this array is 1 byte under 1 MiB ("[0,0,...,0]" is 2n + 1
+    // bytes); Postgres stores a space after each comma, so it is over, and
+    // the library says so as the database does.
+    let n = 524_287;
+    let payload: serde_json::Value = serde_json::json!(vec![0; n]);
+    assert_eq!(serde_json::to_vec(&payload).unwrap().len(), 1024 * 1024 - 1);
+    let rendered: i32 = c
+        .query_one("SELECT octet_length($1::jsonb::text)", &[&payload])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(opsrunner::jobs::payload_size(&payload), rendered as usize);
+    let err = opsrunner::jobs::NewJob::new("noop", payload)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 MiB"), "{err}");
+    // A nested payload measured exactly as Postgres renders it.
+    let nested =
+        serde_json::json!({"a": [1, 2.5, "x\n\u{1}\"é", null, true, false, {}], "b": {"c": []}});
+    let rendered: i32 = c
+        .query_one("SELECT octet_length($1::jsonb::text)", &[&nested])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(opsrunner::jobs::payload_size(&nested), rendered as usize);
+}

@@ -52,6 +52,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("api/enqueue.sql", API_ENQUEUE),
     ("api/cancel_job.sql", API_CANCEL_JOB),
     ("worker/token_use.sql", TOKEN_USE),
+    ("worker/unhandled_types.sql", UNHANDLED_TYPES),
     ("shared/insert_job.sql", INSERT_JOB),
     ("shared/insert_jobs.sql", INSERT_JOBS),
     ("shared/cancel_job.sql", CANCEL_JOB),
@@ -94,6 +95,7 @@ const ROLE_BYPASSES_RLS: &str = include_str!("../../sql/queries/api/role_bypasse
 const API_ENQUEUE: &str = include_str!("../../sql/queries/api/enqueue.sql");
 const API_CANCEL_JOB: &str = include_str!("../../sql/queries/api/cancel_job.sql");
 const TOKEN_USE: &str = include_str!("../../sql/queries/worker/token_use.sql");
+const UNHANDLED_TYPES: &str = include_str!("../../sql/queries/worker/unhandled_types.sql");
 const INSERT_JOB: &str = include_str!("../../sql/queries/shared/insert_job.sql");
 const INSERT_JOBS: &str = include_str!("../../sql/queries/shared/insert_jobs.sql");
 const CANCEL_JOB: &str = include_str!("../../sql/queries/shared/cancel_job.sql");
@@ -581,6 +583,19 @@ pub(crate) async fn api_enqueue(
         })
     })
     .transpose()
+}
+
+/// `worker/unhandled_types.sql`: `(type, queued count)` for at most `limit`
+/// types not in `handled`, largest first.
+pub(crate) async fn unhandled_types(
+    c: &impl GenericClient,
+    handled: &[String],
+    limit: i64,
+) -> Result<Vec<(String, i64)>> {
+    let rows = c.query(UNHANDLED_TYPES, &[&handled, &limit]).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 /// `worker/token_use.sql`: the job that first carried `token`, if any.

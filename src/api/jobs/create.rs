@@ -15,7 +15,7 @@ use crate::api::auth::{Authed, JobsWrite};
 use crate::api::{ApiError, ApiState, Principal, SharedState};
 use crate::audit::{self, AuditEntry};
 use crate::jobs::{Inserted, NewJob};
-use crate::policy::Claims;
+use crate::policy::{Claims, Refusal};
 
 /// Enqueue a job.
 #[utoipa::path(
@@ -69,7 +69,14 @@ pub async fn create(
         };
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    let inserted = crate::jobs::insert_for_tenant(&*tx, &job).await?;
+    let inserted = match crate::jobs::insert_for_tenant(&*tx, &job).await {
+        Err(crate::Error::TokenReused) => {
+            drop(tx);
+            client.release();
+            return Err(refuse(&state, &who, &job, &input_hash, Refusal::Reused).await);
+        }
+        other => other?,
+    };
     audit_request(
         &*tx,
         &who,
@@ -177,26 +184,43 @@ async fn policy_gate(
         chrono::Utc::now().timestamp()
     };
     let token = job.policy_token.as_deref();
-    let refusal = match state
+    match state
         .policy
         .check(&job.job_type, Some(&who.tenant), token, now)
     {
-        Ok(claims) => return Ok(claims),
-        Err(refusal) => refusal,
-    };
+        Ok(claims) => Ok(claims),
+        Err(refusal) => Err(refuse(state, who, job, input_hash, refusal).await),
+    }
+}
+
+/// A refused policy token: counted, logged, audited, answered 403.
+async fn refuse(
+    state: &ApiState,
+    who: &Principal,
+    job: &NewJob,
+    input_hash: &str,
+    refusal: Refusal,
+) -> ApiError {
     metrics::counter!("opsrunner_policy_token_refusals_total", "reason" => refusal.code(), "stage" => "api")
         .increment(1);
     tracing::warn!(reason = refusal.code(), job_type = %job.job_type, actor = %who.actor,
         "policy token refused");
-    let client = crate::db::checkout(&state.pool).await?;
     let detail =
         json!({ "job_type": job.job_type, "reason": refusal.code(), "input_sha256": input_hash });
-    audit_as(client.client(), who, "policy.refused", None, &detail).await?;
-    client.release();
-    Err(ApiError::new(
+    let audited = async {
+        let client = crate::db::checkout(&state.pool).await?;
+        audit_as(client.client(), who, "policy.refused", None, &detail).await?;
+        client.release();
+        Ok::<_, ApiError>(())
+    };
+    if let Err(e) = audited.await {
+        // The refusal stands; the database's trouble is the answer's.
+        return e;
+    }
+    ApiError::new(
         StatusCode::FORBIDDEN,
         format!("Policy token refused: {refusal}"),
-    ))
+    )
 }
 
 /// Audits a created or replayed job, and the policy token it used.

@@ -7,7 +7,9 @@
 //!   queued jobs with `cancel_requested` become `cancelled`;
 //! - the queue gauges (`gauges.rs`), published by the leader alone;
 //! - retention (`pruner.rs`), every `retention.interval`, under a lock of its
-//!   own.
+//!   own;
+//! - on every daemon, leader or not, once a minute: queued jobs of types it
+//!   has no handler for (`unhandled.rs`).
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use crate::error::Result;
 mod gauges;
 mod pruner;
 mod rescuer;
+mod unhandled;
 
 pub use pruner::{PruneCounts, prune_all, prune_batch};
 
@@ -28,6 +31,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     // First prune one interval after start, not at every restart.
     let mut next_prune = tokio::time::Instant::now() + shared.retention.interval;
     let mut next_stats = tokio::time::Instant::now();
+    let mut next_unhandled = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -53,6 +57,19 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             Err(e) => {
                 shared.db_error();
                 tracing::warn!(error = %e, "maintenance tick failed");
+            }
+        }
+        if tokio::time::Instant::now() >= next_unhandled {
+            next_unhandled = tokio::time::Instant::now() + unhandled::EVERY;
+            let checked = crate::db::bounded(shared.call_timeout, async {
+                let c = crate::db::checkout(&shared.pool).await?;
+                unhandled::check(c.client(), &shared).await?;
+                c.release();
+                Ok(())
+            });
+            if let Err(e) = checked.await {
+                shared.db_error();
+                tracing::warn!(error = %e, "counting queued jobs of unhandled types failed");
             }
         }
         if tokio::time::Instant::now() >= next_prune {
