@@ -349,14 +349,11 @@ async fn a_dry_run_job_is_validated_and_recorded_but_never_executed() {
         .unwrap()
         .get(0);
     assert_eq!(result, json!({"dry_run": true, "valid": true}));
-    let detail: Option<String> = c
-        .query_one(
-            "SELECT detail FROM ops_job_events WHERE job_id = $1 AND to_status = 'succeeded'",
-            &[&good],
-        )
+    let detail: Option<String> = trail(&c, good)
         .await
-        .unwrap()
-        .get(0);
+        .into_iter()
+        .find(|e| e.to_status == "succeeded")
+        .and_then(|e| e.detail);
     assert_eq!(
         detail.as_deref(),
         Some("dry run: validated, nothing executed")

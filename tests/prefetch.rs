@@ -122,10 +122,13 @@ async fn a_prefetched_job_that_waits_too_long_goes_back_and_prefetching_pauses()
         vec![("queued".into(), 0, 5), ("running".into(), 1, 1)],
         "{got:?}"
     );
+    // Every claim is an attempt start: of an attempt that ended in a stored
+    // event (a hand-back), or of the attempt running now.
     let claims = count(
         &c,
-        "SELECT count(*) FROM ops_job_events e JOIN ops_jobs j ON j.id = e.job_id
-         WHERE j.job_type = 'sleep' AND e.to_status = 'running'",
+        "SELECT (SELECT count(*) FROM ops_job_events e JOIN ops_jobs j ON j.id = e.job_id
+                 WHERE j.job_type = 'sleep' AND e.attempt_started_at IS NOT NULL)
+              + (SELECT count(*) FROM ops_jobs WHERE job_type = 'sleep' AND status = 'running')",
     )
     .await;
     assert_eq!(claims, 6, "the returned jobs were claimed again");

@@ -44,15 +44,10 @@ async fn a_worker_killed_with_sigkill_mid_job_has_its_job_rescued_and_completed_
     assert_eq!(row.get::<_, i32>(0), 2, "the killed attempt counts");
     let owner_b: String = row.get(1);
     assert!(owner_b.contains(&format!(":{}:", b.pid())), "{owner_b}");
-    let trail: Vec<(String, Option<String>)> = c
-        .query(
-            "SELECT to_status::text, detail FROM ops_job_events WHERE job_id = $1 ORDER BY id",
-            &[&id],
-        )
+    let trail: Vec<(String, Option<String>)> = trail(&c, id)
         .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .into_iter()
+        .map(|e| (e.to_status, e.detail))
         .collect();
     let statuses: Vec<&str> = trail.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["running", "queued", "running", "succeeded"]);

@@ -164,3 +164,85 @@ async fn the_payload_limit_is_the_size_postgres_stores_in_the_shim_and_the_datab
         .get(0);
     assert_eq!(opsrunner::jobs::payload_size(&nested), rendered as usize);
 }
+
+/// Moves a job through one attempt by SQL as the worker would: claimed,
+/// then `outcome` (`succeeded`, or `queued` for a retry).
+async fn run_attempt(c: &tokio_postgres::Client, id: uuid::Uuid, outcome: &str) {
+    c.execute(
+        "UPDATE ops_jobs SET status = 'running', attempt = attempt + 1, lease_owner = 'w1',
+                started_at = clock_timestamp(), updated_at = clock_timestamp() WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE ops_jobs SET status = $2::text::ops_job_status,
+                error = CASE WHEN $2 = 'queued' THEN 'boom' END,
+                finished_at = CASE WHEN $2 = 'succeeded' THEN clock_timestamp() END,
+                updated_at = clock_timestamp() WHERE id = $1",
+        &[&id, &outcome],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_upgrade_from_v6_keeps_every_jobs_trail_whole_before_and_after() {
+    let db = fresh_db().await;
+    let mut c = db.client().await;
+    opsrunner::db::migrate::migrate_to(&mut c, 6).await.unwrap();
+    // A job retried once and then succeeded under v6, which stored every step.
+    let old: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    run_attempt(&c, old, "queued").await;
+    run_attempt(&c, old, "succeeded").await;
+    let half: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    run_attempt(&c, half, "queued").await;
+    opsrunner::db::migrate::migrate(&mut c).await.unwrap();
+    let whole = ["running", "queued", "running", "succeeded"];
+    assert_eq!(
+        transitions(&c, old).await,
+        whole,
+        "stored before the upgrade"
+    );
+    // Half of its trail before the upgrade, the rest after it.
+    run_attempt(&c, half, "succeeded").await;
+    assert_eq!(transitions(&c, half).await, whole, "across the upgrade");
+    // After it, the happy steps are not stored, and the trail is the same.
+    let new: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    run_attempt(&c, new, "queued").await;
+    run_attempt(&c, new, "succeeded").await;
+    assert_eq!(transitions(&c, new).await, whole, "after the upgrade");
+    assert_eq!(
+        count(
+            &c,
+            &format!("SELECT count(*) FROM ops_job_events WHERE job_id = '{new}'")
+        )
+        .await,
+        1,
+        "only the retry is stored"
+    );
+    let t = trail(&c, new).await;
+    assert_eq!(t[1].detail.as_deref(), Some("boom"));
+    assert!(t.windows(2).all(|w| w[0].at <= w[1].at), "{t:?}");
+}

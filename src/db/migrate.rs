@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_api_functions_tokens",
         sql: include_str!("../../sql/migrations/0009_api_functions_tokens.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_lean_transitions",
+        sql: include_str!("../../sql/migrations/0010_lean_transitions.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -172,18 +172,23 @@ pub async fn status(client: &tokio_postgres::Client, id: Uuid) -> String {
         .get(0)
 }
 
-/// The statuses a job moved to, in order (its `ops_job_events` trail).
+/// The statuses a job moved to, in order: its whole trail as `jobs show`
+/// rebuilds it from the row and its stored events.
 pub async fn transitions(client: &tokio_postgres::Client, id: Uuid) -> Vec<String> {
-    client
-        .query(
-            "SELECT to_status::text FROM ops_job_events WHERE job_id = $1 ORDER BY id",
-            &[&id],
-        )
+    trail(client, id)
+        .await
+        .into_iter()
+        .map(|e| e.to_status)
+        .collect()
+}
+
+/// A job's trail as `jobs show` rebuilds it.
+pub async fn trail(client: &tokio_postgres::Client, id: Uuid) -> Vec<opsrunner::jobs::JobEvent> {
+    opsrunner::jobs::show(client, id)
         .await
         .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        .expect("job row")
+        .events
 }
 
 /// (status, attempt, lease cleared) of a job: what a hand-back must leave.
