@@ -330,6 +330,7 @@ impl NewJob {
 
     fn params(&self) -> queries::InsertJobParams<'_> {
         queries::InsertJobParams {
+            id: Uuid::now_v7(),
             job_type: &self.job_type,
             queue: &self.queue,
             priority: self.priority,

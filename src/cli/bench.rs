@@ -46,6 +46,9 @@ pub struct BenchOptions {
     /// Also drain `jobs` again while another session holds a REPEATABLE READ
     /// snapshot open, to show what a forgotten transaction costs the claim.
     pub held_snapshot: bool,
+    /// Also run 100 ms `sleep` jobs through one worker at 500 and 2,000 slots
+    /// and report how busy its slots stay.
+    pub long_jobs: bool,
     /// Progress on stderr (only on a terminal).
     pub progress: bool,
     /// The `opsrunner` binary to run workers from.
@@ -63,6 +66,7 @@ impl Default for BenchOptions {
             latency_samples: 500,
             scale: false,
             held_snapshot: false,
+            long_jobs: false,
             progress: true,
             exe: PathBuf::from("opsrunner"),
         }
@@ -144,8 +148,29 @@ pub struct LatencyResult {
     pub p95_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
     /// Slowest, ms.
     pub max_ms: f64,
+    /// Every sample over [`SLOW_SAMPLE_MS`], with where its time went.
+    pub slow: Vec<SlowSample>,
+}
+
+/// The latency target's bound on any one sample: a slower one is reported
+/// with what it waited for.
+pub const SLOW_SAMPLE_MS: f64 = 25.0;
+
+/// One enqueue-to-start sample over [`SLOW_SAMPLE_MS`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowSample {
+    /// `started_at - created_at`, ms (the database's clock).
+    pub total_ms: f64,
+    /// The enqueueing INSERT's round trip as the bench saw it, commit
+    /// included: the job is invisible (and its NOTIFY unsent) until then.
+    pub insert_commit_ms: f64,
+    /// The rest: the wake-up's delivery and the worker's claim until the
+    /// claim statement began.
+    pub pickup_ms: f64,
 }
 
 /// Everything `opsrunner bench` measured.
@@ -169,7 +194,27 @@ pub struct Report {
     /// Only with `held_snapshot`: the same drain as `process`, with a
     /// snapshot held open elsewhere in the database from its start.
     pub held_snapshot: Option<ProcessResult>,
+    /// Only with `long_jobs`: slot occupancy at 500 and 2,000 slots.
+    pub long_jobs: Vec<LongJobsResult>,
 }
+
+/// One worker process with `slots` slots draining 100 ms `sleep` jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct LongJobsResult {
+    /// Slots of the one worker.
+    pub slots: usize,
+    /// Jobs drained (50 per slot).
+    pub jobs: u64,
+    /// Jobs started per second while every slot could be busy (from the
+    /// moment the first `slots` jobs had started to the last start), divided
+    /// by the most a full set of slots can start (`slots / 0.1 s`).
+    pub busy_ratio: f64,
+    /// The worker's CPU, seconds.
+    pub worker_cpu_seconds: f64,
+}
+
+/// How long each job of the long-jobs run sleeps.
+const LONG_JOB_MS: u64 = 100;
 
 /// Runs every measurement against a fresh database on the server that
 /// `admin` names (or a throwaway cluster when `None`), then drops it.
@@ -190,6 +235,7 @@ pub async fn run_cli(
         latency_samples: args.latency_samples,
         scale: args.scale,
         held_snapshot: args.held_snapshot,
+        long_jobs: args.long_jobs,
         progress: !args.json,
         exe: std::env::current_exe()?,
     };
@@ -265,7 +311,14 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
         } else {
             None
         };
+        let mut long_jobs = Vec::new();
+        if opts.long_jobs {
+            for slots in [500, 2_000] {
+                long_jobs.push(long_jobs_run(&client, &bench_url, opts, slots).await?);
+            }
+        }
         Ok::<_, Error>(Report {
+            long_jobs,
             server,
             enqueue_single,
             enqueue_batch,
@@ -615,6 +668,66 @@ async fn drain(
 }
 
 /// Jobs not yet in a terminal state.
+/// 50 jobs per slot of 100 ms `sleep` into one worker process, all queued
+/// before the flag goes on.
+async fn long_jobs_run(
+    c: &Client,
+    url: &str,
+    opts: &BenchOptions,
+    slots: usize,
+) -> Result<LongJobsResult> {
+    reset(c).await?;
+    let jobs = slots as u64 * 50;
+    progress_line(
+        opts,
+        &format!("long jobs: {jobs} x {LONG_JOB_MS} ms, {slots} slots…"),
+    );
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload)
+         SELECT 'sleep', jsonb_build_object('ms', $2::int) FROM generate_series(1, $1)",
+        &[&(jobs as i32), &(LONG_JOB_MS as i32)],
+    )
+    .await?;
+    c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
+    let w = Workers::start(&opts.exe, url, 1, slots, c).await?;
+    let pids = w.pids();
+    let cpu0: f64 = pids.iter().map(|p| process_cpu(*p)).sum();
+    c.batch_execute(
+        "INSERT INTO ops_feature_flags (name, enabled, reason, updated_by)
+         VALUES ('sleep', true, 'bench', 'opsrunner bench')",
+    )
+    .await?;
+    let wall = Instant::now();
+    while unfinished(c).await? > 0 {
+        if wall.elapsed() > Duration::from_secs(600) {
+            w.stop().await;
+            return Err(Error::Invalid("long jobs not drained within 600 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cpu: f64 = pids.iter().map(|p| process_cpu(*p)).sum::<f64>() - cpu0;
+    w.stop().await;
+    // The window in which the queue could keep every slot busy: from the
+    // start of the `slots`-th job to the last start.
+    let row = c
+        .query_one(
+            "WITH s AS (SELECT started_at, row_number() OVER (ORDER BY started_at) AS n FROM ops_jobs)
+             SELECT count(*) FILTER (WHERE n > $1)::float8,
+                    extract(epoch FROM max(started_at) - max(started_at) FILTER (WHERE n = $1))::float8
+             FROM s",
+            &[&(slots as i64)],
+        )
+        .await?;
+    let (started, secs): (f64, Option<f64>) = (row.get(0), row.get(1));
+    let most = secs.unwrap_or(0.0) * slots as f64 / (LONG_JOB_MS as f64 / 1000.0);
+    Ok(LongJobsResult {
+        slots,
+        jobs,
+        busy_ratio: if most > 0.0 { started / most } else { 0.0 },
+        worker_cpu_seconds: cpu,
+    })
+}
+
 async fn unfinished(c: &Client) -> Result<i64> {
     Ok(c.query_one(
         "SELECT count(*) FROM ops_jobs WHERE status IN ('queued', 'running')",
@@ -645,11 +758,14 @@ async fn latency(c: &Client, url: &str, opts: &BenchOptions) -> Result<LatencyRe
     // Let the worker settle into idle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stmt = c
-        .prepare("INSERT INTO ops_jobs (job_type) VALUES ('noop')")
+        .prepare("INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING id")
         .await?;
     let start = Instant::now();
+    let mut insert_ms = std::collections::HashMap::new();
     for i in 0..opts.latency_samples {
-        c.execute(&stmt, &[]).await?;
+        let sent = Instant::now();
+        let id: uuid::Uuid = c.query_one(&stmt, &[]).await?.get(0);
+        insert_ms.insert(id, sent.elapsed().as_secs_f64() * 1000.0);
         progress(
             opts,
             "latency samples",
@@ -675,24 +791,47 @@ async fn latency(c: &Client, url: &str, opts: &BenchOptions) -> Result<LatencyRe
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     w.stop().await;
-    let row = c
-        .query_one(
-            "SELECT percentile_cont(0.50) WITHIN GROUP (ORDER BY d),
-                    percentile_cont(0.95) WITHIN GROUP (ORDER BY d),
-                    percentile_cont(0.99) WITHIN GROUP (ORDER BY d),
-                    max(d)
-             FROM (SELECT extract(epoch FROM started_at - created_at)::float8 * 1000 AS d
-                   FROM ops_jobs) s",
+    let rows = c
+        .query(
+            "SELECT id, extract(epoch FROM started_at - created_at)::float8 * 1000 FROM ops_jobs",
             &[],
         )
         .await?;
+    let mut all: Vec<f64> = Vec::with_capacity(rows.len());
+    let mut slow = Vec::new();
+    for r in &rows {
+        let (id, total_ms): (uuid::Uuid, f64) = (r.get(0), r.get(1));
+        all.push(total_ms);
+        if total_ms > SLOW_SAMPLE_MS {
+            let insert_commit_ms = insert_ms.get(&id).copied().unwrap_or(f64::NAN);
+            slow.push(SlowSample {
+                total_ms,
+                insert_commit_ms,
+                pickup_ms: (total_ms - insert_commit_ms).max(0.0),
+            });
+        }
+    }
+    all.sort_by(f64::total_cmp);
+    slow.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
     Ok(LatencyResult {
         samples: opts.latency_samples,
-        p50_ms: row.get(0),
-        p95_ms: row.get(1),
-        p99_ms: row.get(2),
-        max_ms: row.get(3),
+        p50_ms: percentile(&all, 0.50),
+        p95_ms: percentile(&all, 0.95),
+        p99_ms: percentile(&all, 0.99),
+        p999_ms: percentile(&all, 0.999),
+        max_ms: all.last().copied().unwrap_or(0.0),
+        slow,
     })
+}
+
+/// Linear interpolation between closest ranks, as `percentile_cont` does.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 fn progress_line(opts: &BenchOptions, msg: &str) {
@@ -775,8 +914,38 @@ pub fn render(r: &Report) -> String {
     }
     let l = &r.latency;
     s.push_str(&format!(
-        "enqueue-to-start, idle worker: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} jobs)\n",
-        l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.samples
+        "enqueue-to-start, idle worker: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} jobs)\n",
+        l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
     ));
+    for lj in &r.long_jobs {
+        s.push_str(&format!(
+            "long jobs ({LONG_JOB_MS} ms sleep), 1 worker x {} slots: {:.1} % of slots busy  ({} jobs; worker CPU {:.1} s)\n",
+            lj.slots,
+            lj.busy_ratio * 100.0,
+            lj.jobs,
+            lj.worker_cpu_seconds
+        ));
+    }
+    for slow in &l.slow {
+        s.push_str(&format!(
+            "  over {SLOW_SAMPLE_MS} ms: {:.1} ms = {:.1} ms for the INSERT to commit (the job is invisible until then) + {:.1} ms wake-up and claim\n",
+            slow.total_ms, slow.insert_commit_ms, slow.pickup_ms
+        ));
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks_as_percentile_cont_does() {
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 500.5);
+        assert!((percentile(&v, 0.999) - 999.001).abs() < 1e-9);
+        assert_eq!(percentile(&v, 1.0), 1000.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert_eq!(percentile(&[], 0.99), 0.0);
+    }
 }

@@ -131,6 +131,10 @@ pub struct BenchArgs {
     /// open, to measure what an idle transaction costs the claim.
     #[arg(long)]
     pub held_snapshot: bool,
+    /// Also run 100 ms sleep jobs through one worker at 500 and 2,000 slots
+    /// and report the share of slots kept busy
+    #[arg(long)]
+    pub long_jobs: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -426,6 +426,8 @@ pub(crate) async fn role_bypasses_rls(c: &impl GenericClient) -> Result<Option<b
 /// Parameters of `shared/insert_job.sql` (and, as arrays, of
 /// `shared/insert_jobs.sql`).
 pub(crate) struct InsertJobParams<'a> {
+    /// Made by the caller (UUIDv7, time-ordered: see migration 0010).
+    pub id: Uuid,
     pub job_type: &'a str,
     pub queue: &'a str,
     pub priority: i16,
@@ -465,6 +467,7 @@ pub(crate) async fn insert_job(
                 &p.idempotency_key,
                 &p.policy_token,
                 &p.dry_run,
+                &p.id,
             ],
         )
         .await?;
@@ -496,6 +499,7 @@ pub(crate) async fn insert_jobs(
     let keys = col(&|j| j.idempotency_key.map(String::from));
     let tokens = col(&|j| j.policy_token.map(String::from));
     let dry_runs: Vec<bool> = jobs.iter().map(|j| j.dry_run).collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let rows = c
         .query(
             INSERT_JOBS,
@@ -511,6 +515,7 @@ pub(crate) async fn insert_jobs(
                 &keys,
                 &tokens,
                 &dry_runs,
+                &ids,
             ],
         )
         .await?;

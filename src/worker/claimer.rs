@@ -64,11 +64,10 @@ impl Claimer {
                 return;
             }
             let cfg = self.shared.cfg();
-            let prefetch = if self.shared.prefetch.jobs_are_short() {
-                cfg.prefetch()
-            } else {
-                0
-            };
+            let prefetch = self
+                .shared
+                .prefetch
+                .allowance(cfg.prefetch(), cfg.concurrency);
             let room = claim_room(
                 self.slots.available_permits(),
                 self.prefetched.load(Ordering::Acquire),
@@ -157,6 +156,7 @@ impl Claimer {
             Ok(rows)
         })
         .await?;
+        shared.prefetch.record_claim_time(claimed.elapsed());
         shared
             .stats
             .claimed
