@@ -192,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn longer_jobs_get_what_starts_during_two_claims_and_hour_long_ones_none() {
+    fn longer_jobs_get_what_starts_during_four_claims_and_hour_long_ones_none() {
         let p = settled(Duration::from_millis(100), Duration::from_millis(5));
         // 500 slots / 100 ms = 5,000 starts/s; four 5 ms claims: about 100.
         let n = p.allowance(500, 500);
