@@ -131,3 +131,46 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// The `queue` label for a job of `queue`: its own name when the operator
+/// configured it (`worker.queues`) or it is `default`, otherwise `other`.
+/// Queue names are chosen by whoever inserts a job, so they may not become
+/// label values: 60 invented names would make 60 series.
+pub fn queue_label(configured: &[String], queue: &str) -> String {
+    if queue == "default" || configured.iter().any(|q| q == queue) {
+        queue.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+/// The `method` label for an HTTP request: one of the methods the API
+/// knows, otherwise `OTHER` (clients can send any token as a method).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match *method {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn invented_queues_and_methods_share_one_label() {
+        let configured = vec!["billing".to_string()];
+        assert_eq!(queue_label(&configured, "billing"), "billing");
+        assert_eq!(queue_label(&configured, "default"), "default");
+        assert_eq!(queue_label(&configured, "x-123"), "other");
+        assert_eq!(method_label(&axum::http::Method::GET), "GET");
+        let invented = axum::http::Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&invented), "OTHER");
+    }
+}

@@ -35,7 +35,11 @@ async fn call(
     let c = http_client();
     let mut req = match method {
         "GET" => c.get(url),
-        _ => c.post(url),
+        "POST" => c.post(url),
+        other => c.request(
+            reqwest::Method::from_bytes(other.as_bytes()).expect("a method token"),
+            url,
+        ),
     };
     if let Some(k) = key {
         req = req.header("X-Ops-Key", k);
@@ -1066,6 +1070,17 @@ async fn shim_metrics_count_requests_by_route_template_and_auth_failures_by_reas
     )
     .await;
     call("GET", &api.url("/api/ops/jobs"), None, None, &[]).await;
+    // Invented methods are one label, OTHER: they add no series.
+    for i in 0..60 {
+        call(
+            &format!("FROB{i}"),
+            &api.url("/api/ops/jobs"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    }
     let text = http_client()
         .get(format!("http://{metrics}/metrics"))
         .send()
@@ -1087,6 +1102,13 @@ async fn shim_metrics_count_requests_by_route_template_and_auth_failures_by_reas
         "explicit buckets"
     );
     assert!(!text.contains(id), "a job id reached a label");
+    assert!(!text.contains("FROB"), "an invented method reached a label");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("opsrunner_http_requests_total{"))
+        .count();
+    assert!(series <= 4, "{series} request series:\n{text}");
+    assert!(text.contains(r#"method="OTHER""#), "{text}");
 }
 
 #[tokio::test]
@@ -1115,4 +1137,70 @@ async fn a_row_the_shim_cannot_decode_is_shown_with_a_marker_not_as_database_una
     assert_eq!(r.body["payload"]["undecodable"], true, "{}", r.text);
     let r = call("GET", &api.url("/api/ops/jobs"), Some(MASTER), None, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// Whether the server closed `s` within `limit` (EOF or reset, no bytes).
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn silent_connections_cannot_take_the_shim_off_the_air_and_are_closed_after_the_timeout() {
+    let db = migrated_db().await;
+    let api = ApiProcess::start(
+        &db.url,
+        &[
+            WITH_MASTER,
+            ("OPSRUNNER_API__MAX_CONNECTIONS_PER_IP", "5"),
+            ("OPSRUNNER_API__MAX_CONNECTIONS", "20"),
+            ("OPSRUNNER_API__HEADER_READ_TIMEOUT", "1s"),
+        ],
+        &[],
+    )
+    .await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    // More silent sockets from one address than it may hold.
+    let mut idle = Vec::new();
+    for _ in 0..12 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Another client still gets an answer.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap();
+    let r = other
+        .get(api.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("/healthz from another address answers");
+    assert_eq!(r.status().as_u16(), 200);
+    // The sockets over the cap were closed at once, the rest after the
+    // header-read timeout (1 s), none left open.
+    let mut early = 0;
+    for s in idle.iter_mut() {
+        if closed_within(s, Duration::from_millis(300)).await {
+            early += 1;
+        }
+    }
+    assert!(early >= 7, "{early} of 12 closed at accept");
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(4)).await,
+            "idle connection {i} still open"
+        );
+    }
+    // Once they are gone, a request from the first address works again.
+    let r = call("GET", &api.url("/healthz"), None, None, &[]).await;
+    assert_eq!(r.status, 200);
+    let refused = api.log_text();
+    assert!(refused.contains("connection limit reached"), "{refused}");
 }

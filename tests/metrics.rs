@@ -205,3 +205,52 @@ async fn queued_jobs_of_a_type_nobody_handles_are_logged_at_warn_and_counted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_names_nobody_configured_are_one_label_and_add_no_series() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["noop"]).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            c.query_one(
+                "INSERT INTO ops_jobs (job_type, queue) VALUES ('noop', $1) RETURNING id",
+                &[&format!("invented-{i}")],
+            )
+            .await
+            .unwrap()
+            .get::<_, uuid::Uuid>(0),
+        );
+    }
+    ids.push(insert_job(&c, "noop", json!({})).await);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _w = WorkerProcess::start(&db, &[("OPSRUNNER_METRICS__LISTEN", &listen)]).await;
+    for id in &ids {
+        wait_status(&c, *id, "succeeded", Duration::from_secs(10)).await;
+    }
+    let body = wait_for(Duration::from_secs(10), "the completions", || async {
+        let (_, body) = get(port, "/metrics").await;
+        (sample(
+            &body,
+            "opsrunner_jobs_completed_total",
+            &["queue=\"other\"", "outcome=\"succeeded\""],
+        ) == Some(20.0))
+        .then_some(body)
+    })
+    .await;
+    assert!(!body.contains("invented-"), "{body}");
+    assert_eq!(
+        sample(
+            &body,
+            "opsrunner_jobs_completed_total",
+            &["queue=\"default\"", "outcome=\"succeeded\""]
+        ),
+        Some(1.0)
+    );
+}

@@ -28,6 +28,7 @@ fn the_worker_unit_is_type_notify_with_watchdog_reload_and_a_stop_timeout_above_
         "KillMode=mixed",
         "Restart=on-failure",
         "DynamicUser=yes",
+        "LimitNOFILE=65536",
     ] {
         assert!(u.lines().any(|l| l == line), "missing {line}");
     }
@@ -62,6 +63,7 @@ fn the_api_unit_is_type_notify_production_with_its_key_from_a_credential() {
         "Environment=APP_ENV=production",
         "Environment=OPS_API_KEY_FILE=%d/api-key",
         "NoNewPrivileges=yes",
+        "LimitNOFILE=65536",
     ] {
         assert!(u.lines().any(|l| l == line), "missing {line}");
     }

@@ -25,6 +25,7 @@ use crate::handlers::Registry;
 use crate::policy::Policy;
 
 pub mod auth;
+mod conn;
 mod error;
 pub mod jobs;
 pub mod openapi;
@@ -201,7 +202,7 @@ async fn timeout_and_metrics(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let method = crate::metrics::method_label(req.method());
     let started = Instant::now();
     let resp = match tokio::time::timeout(state.cfg.request_timeout, next.run(req)).await {
         Ok(r) => r,
@@ -213,7 +214,7 @@ async fn timeout_and_metrics(
     let status = resp.status().as_u16().to_string();
     let elapsed = started.elapsed();
     metrics::counter!("opsrunner_http_requests_total",
-        "route" => route.clone(), "method" => method.clone(), "status" => status.clone())
+        "route" => route.clone(), "method" => method, "status" => status.clone())
     .increment(1);
     metrics::histogram!("opsrunner_http_request_duration_seconds", "route" => route.clone())
         .record(elapsed.as_secs_f64());
@@ -272,14 +273,18 @@ pub async fn serve_on(
             }
         })
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = conn::Limits {
+        header_read_timeout: state.cfg.header_read_timeout,
+        max_connections: state.cfg.max_connections,
+        max_connections_per_ip: state.cfg.max_connections_per_ip,
+    };
     let s = stop.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            s.cancelled().await;
-            crate::systemd::notify_stopping();
-        })
-        .await?;
+    let stopping = tokio::spawn(async move {
+        s.cancelled().await;
+        crate::systemd::notify_stopping();
+    });
+    conn::serve(listener, router(state), limits, stop).await?;
+    stopping.abort();
     if let Some(w) = watchdog {
         w.abort();
     }

@@ -36,6 +36,18 @@ pub struct ApiConfig {
     /// Job types accepted besides those with a built-in or configured
     /// handler (types served by an embedding program's native handlers).
     pub job_types: Vec<String>,
+    /// A connection that has not sent a whole request head within this time
+    /// is closed: a silent or slow-sending socket, and a keep-alive
+    /// connection idle that long between requests.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; one more is closed as soon as it is
+    /// accepted. Keep it below the unit's `LimitNOFILE` (65536), with room
+    /// for the database pool and the metrics listener.
+    pub max_connections: usize,
+    /// Connections from one client address at once; more are closed at
+    /// accept, so one client cannot take the others' share.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +63,9 @@ impl Default for ApiConfig {
             rate_per_ip: 100,
             burst_per_ip: 200,
             job_types: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_ip: 128,
         }
     }
 }
@@ -81,5 +96,12 @@ impl ApiConfig {
             c.range(key, v, 1..=u32::MAX);
         }
         c.names("api.job_types", &self.job_types);
+        c.nonzero("api.header_read_timeout", self.header_read_timeout);
+        c.range("api.max_connections", self.max_connections, 1..=60_000);
+        c.range(
+            "api.max_connections_per_ip",
+            self.max_connections_per_ip,
+            1..=self.max_connections.max(1),
+        );
     }
 }

@@ -207,7 +207,10 @@ impl Claimer {
         };
         let labels = [
             ("job_type", job.job_type.clone()),
-            ("queue", job.queue.clone()),
+            (
+                "queue",
+                crate::metrics::queue_label(&self.shared.cfg().queues, &job.queue),
+            ),
         ];
         metrics::counter!("opsrunner_jobs_claimed_total", &labels).increment(1);
         metrics::histogram!("opsrunner_job_queue_wait_seconds", &labels)

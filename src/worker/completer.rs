@@ -161,7 +161,10 @@ fn record_outcomes(shared: &Shared, written: &HashSet<Uuid>, batch: &[Completion
             let outcome = c.outcome.label();
             let labels = [
                 ("job_type", c.job_type.clone()),
-                ("queue", c.queue.clone()),
+                (
+                    "queue",
+                    crate::metrics::queue_label(&shared.cfg().queues, &c.queue),
+                ),
                 ("outcome", outcome.to_string()),
             ];
             metrics::counter!("opsrunner_jobs_completed_total", &labels).increment(1);

@@ -37,12 +37,24 @@ static SEEN_QUEUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::n
 
 async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Shared) -> Result<()> {
     let rows = queries::queue_stats(client).await?;
-    let mut now_seen = Vec::new();
+    // Unconfigured queues (names chosen by whoever inserts) add up as "other".
+    let configured = shared.cfg().queues.clone();
+    let mut by_label: Vec<(String, f64, f64)> = Vec::new();
     for r in rows {
-        metrics::gauge!("opsrunner_queue_depth", "queue" => r.queue.clone()).set(r.depth as f64);
-        metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => r.queue.clone())
-            .set(r.oldest_age_secs);
-        now_seen.push(r.queue);
+        let label = crate::metrics::queue_label(&configured, &r.queue);
+        match by_label.iter_mut().find(|(l, _, _)| *l == label) {
+            Some(e) => {
+                e.1 += r.depth as f64;
+                e.2 = e.2.max(r.oldest_age_secs);
+            }
+            None => by_label.push((label, r.depth as f64, r.oldest_age_secs)),
+        }
+    }
+    let mut now_seen = Vec::new();
+    for (label, depth, oldest) in by_label {
+        metrics::gauge!("opsrunner_queue_depth", "queue" => label.clone()).set(depth);
+        metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => label.clone()).set(oldest);
+        now_seen.push(label);
     }
     if let Ok(mut seen) = SEEN_QUEUES.lock() {
         // Known queues read 0 when empty rather than vanish: alerts need a series.
