@@ -95,6 +95,8 @@ pub struct ApiState {
     pub(crate) registry: Registry,
     pub(crate) policy: Policy,
     pub(crate) limits: ratelimit::Limits,
+    /// Where the pool connects, for the plaintext warning at start-up.
+    pub(crate) database_url: crate::config::DbUrl,
 }
 
 /// The shim's state as axum holds it.
@@ -121,6 +123,7 @@ impl ApiState {
             registry,
             policy,
             limits: ratelimit::Limits::new(&config.settings.api),
+            database_url: config.database_url.clone(),
         })
     }
 
@@ -229,6 +232,7 @@ pub async fn serve(state: ApiState, stop: CancellationToken) -> Result<()> {
         let client = state.pool.get().await.map_err(Error::from)?;
         crate::db::migrate::check_schema(&client).await?;
         warn_if_rls_bypassed(&client).await;
+        crate::db::warn_if_plaintext(&client, &state.database_url).await;
     }
     let addr: SocketAddr = state.cfg.listen.parse().map_err(|_| {
         Error::Config("api.listen (env OPSRUNNER_API__LISTEN) is not an address".into())

@@ -273,7 +273,7 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
     pg.dbname(&name);
     let bench_url = with_dbname(&admin_raw, &name)?;
     let result = async {
-        let (mut client, conn) = pg.connect(tokio_postgres::NoTls).await?;
+        let (mut client, conn) = pg.connect(admin_url.tls().connector()?).await?;
         tokio::spawn(conn);
         crate::db::migrate::migrate(&mut client).await?;
         let server = server_info(&client, throwaway).await?;
@@ -340,7 +340,7 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
 }
 
 async fn plain_connect(url: &DbUrl) -> Result<Client> {
-    let (c, conn) = url.pg_config().connect(tokio_postgres::NoTls).await?;
+    let (c, conn) = url.pg_config().connect(url.tls().connector()?).await?;
     tokio::spawn(conn);
     Ok(c)
 }

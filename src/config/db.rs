@@ -32,6 +32,17 @@ pub struct DbConfig {
     /// most 10 s (5 s with the default lease).
     #[serde(with = "humantime_serde::option")]
     pub call_timeout: Option<Duration>,
+    /// TLS to the database, as libpq's `sslmode` (disable, prefer, require,
+    /// verify-ca, verify-full); overrides the URL's. Unset: the URL's, or
+    /// `prefer`.
+    pub sslmode: Option<crate::db::tls::SslMode>,
+    /// PEM file of the CA certificates to trust (libpq's `sslrootcert`);
+    /// overrides the URL's.
+    pub sslrootcert: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate (`sslcert`); overrides the URL's.
+    pub sslcert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's key (`sslkey`).
+    pub sslkey: Option<std::path::PathBuf>,
 }
 
 impl Default for DbConfig {
@@ -43,11 +54,34 @@ impl Default for DbConfig {
             statement_timeout: Duration::from_secs(30),
             idle_in_transaction_timeout: Duration::from_secs(10),
             call_timeout: None,
+            sslmode: None,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
         }
     }
 }
 
 impl DbConfig {
+    /// The TLS settings of connections to `url`: the URL's parameters, with
+    /// each `[db]` setting that is set taking their place.
+    pub fn tls_for(&self, url: &super::DbUrl) -> crate::db::tls::TlsSettings {
+        let mut t = url.tls().clone();
+        if let Some(m) = self.sslmode {
+            t.mode = m;
+        }
+        for (from, to) in [
+            (&self.sslrootcert, &mut t.root_cert),
+            (&self.sslcert, &mut t.cert),
+            (&self.sslkey, &mut t.key),
+        ] {
+            if from.is_some() {
+                *to = from.clone();
+            }
+        }
+        t
+    }
+
     /// The `[db]` rules.
     pub(crate) fn check(&self, c: &mut Check) {
         c.nonzero("db.acquire_timeout", self.acquire_timeout);

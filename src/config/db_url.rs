@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 pub struct DbUrl {
     raw: String,
     pg: tokio_postgres::Config,
+    tls: crate::db::tls::TlsSettings,
 }
 
 impl DbUrl {
@@ -30,11 +31,15 @@ impl DbUrl {
                 )));
             }
         }
+        // libpq's TLS parameters first: tokio-postgres knows three of the
+        // five modes and none of the file parameters.
+        let (rest, tls) = crate::db::tls::TlsSettings::split_off(trimmed, var)?;
         // tokio-postgres' parse errors do not echo the input, but we still
         // replace them with a fixed message so no future version can leak.
-        let pg: tokio_postgres::Config = trimmed.parse().map_err(|_| {
+        let mut pg: tokio_postgres::Config = rest.parse().map_err(|_| {
             Error::Config(format!("{var} is not a valid PostgreSQL connection string"))
         })?;
+        pg.ssl_mode(tls.pg_mode());
         if pg.get_dbname().is_none() && pg.get_user().is_none() {
             // libpq would default both from the OS user; be explicit instead.
             return Err(Error::Config(format!(
@@ -44,7 +49,19 @@ impl DbUrl {
         Ok(Self {
             raw: trimmed.to_string(),
             pg,
+            tls,
         })
+    }
+
+    /// The TLS settings its parameters name (`sslmode`, `sslrootcert`,
+    /// `sslcert`, `sslkey`; `prefer` when none).
+    pub fn tls(&self) -> &crate::db::tls::TlsSettings {
+        &self.tls
+    }
+
+    /// Whether every host it names is this machine.
+    pub fn is_local(&self) -> bool {
+        self.pg.get_hosts().iter().all(crate::db::tls::is_loopback)
     }
 
     /// The parsed form, for connecting.

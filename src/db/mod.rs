@@ -7,6 +7,7 @@
 
 pub mod migrate;
 pub mod queries;
+pub mod tls;
 
 /// NOTIFY channel of the insert trigger: jobs may be waiting.
 pub const JOBS_CHANNEL: &str = "ops_jobs";
@@ -29,7 +30,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::{DbConfig, DbUrl};
 use crate::error::{Error, Result};
@@ -41,6 +41,7 @@ pub fn session_config(
     application_name: &str,
 ) -> tokio_postgres::Config {
     let mut pg = url.pg_config().clone();
+    pg.ssl_mode(db.tls_for(url).pg_mode());
     pg.application_name(application_name);
     pg.connect_timeout(db.connect_timeout);
     // A peer that vanished without a FIN or RST (a VM gone, a cable cut) is
@@ -93,7 +94,7 @@ pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str, plans: Plans) ->
     }
     let mgr = Manager::from_config(
         pg,
-        NoTls,
+        db.tls_for(url).connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -179,6 +180,22 @@ impl Drop for Conn {
     }
 }
 
+/// Warns when `client`'s connection is plaintext and `url` names a host that
+/// is not this machine: passwords and job payloads then cross the network
+/// unencrypted (`sslmode=disable`, or `prefer` against a server without TLS).
+pub async fn warn_if_plaintext(client: &tokio_postgres::Client, url: &DbUrl) {
+    if url.is_local() {
+        return;
+    }
+    if let Ok(false) = queries::session_ssl(client).await {
+        tracing::warn!(
+            database = %url.describe(),
+            "the connection to the database is not encrypted; set sslmode=verify-full \
+             (and sslrootcert) in DATABASE_URL or [db] (docs/security.md, \"TLS to PostgreSQL\")"
+        );
+    }
+}
+
 /// One session connection whose driver runs on its own task. Notifications
 /// are not delivered through this helper; the listener drives its own.
 pub async fn connect(
@@ -189,8 +206,9 @@ pub async fn connect(
     // `connect_timeout` bounds the socket connect only; the whole start-up
     // (TLS, authentication) gets the same bound here.
     let connecting = async {
+        let tls = db.tls_for(url).connector()?;
         Ok(session_config(url, db, application_name)
-            .connect(NoTls)
+            .connect(tls)
             .await?)
     };
     let (client, conn) = bounded(db.connect_timeout * 2, connecting).await?;

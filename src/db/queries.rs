@@ -53,6 +53,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("api/cancel_job.sql", API_CANCEL_JOB),
     ("worker/token_use.sql", TOKEN_USE),
     ("worker/unhandled_types.sql", UNHANDLED_TYPES),
+    ("shared/session_ssl.sql", SESSION_SSL),
     ("shared/insert_job.sql", INSERT_JOB),
     ("shared/insert_jobs.sql", INSERT_JOBS),
     ("shared/cancel_job.sql", CANCEL_JOB),
@@ -95,6 +96,7 @@ const ROLE_BYPASSES_RLS: &str = include_str!("../../sql/queries/api/role_bypasse
 const API_ENQUEUE: &str = include_str!("../../sql/queries/api/enqueue.sql");
 const API_CANCEL_JOB: &str = include_str!("../../sql/queries/api/cancel_job.sql");
 const TOKEN_USE: &str = include_str!("../../sql/queries/worker/token_use.sql");
+const SESSION_SSL: &str = include_str!("../../sql/queries/shared/session_ssl.sql");
 const UNHANDLED_TYPES: &str = include_str!("../../sql/queries/worker/unhandled_types.sql");
 const INSERT_JOB: &str = include_str!("../../sql/queries/shared/insert_job.sql");
 const INSERT_JOBS: &str = include_str!("../../sql/queries/shared/insert_jobs.sql");
@@ -601,6 +603,11 @@ pub(crate) async fn unhandled_types(
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
+}
+
+/// `shared/session_ssl.sql`: whether this session is encrypted.
+pub(crate) async fn session_ssl(c: &impl GenericClient) -> Result<bool> {
+    Ok(c.query_one(SESSION_SSL, &[]).await?.try_get(0)?)
 }
 
 /// `worker/token_use.sql`: the job that first carried `token`, if any.

@@ -273,6 +273,20 @@ impl TempCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Writes `name` into the data directory, readable by the server's user
+    /// only (mode 0600, as PostgreSQL demands of a key file); returns its
+    /// path. For tests that give the server certificates.
+    pub fn install_file(&self, name: &str, contents: &[u8]) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.data_dir().join(name);
+        std::fs::write(&path, contents)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        Ok(path)
+    }
+
     /// Its data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
@@ -98,7 +98,8 @@ async fn connect(
         &shared.db_config,
         LISTENER_APPLICATION_NAME,
     );
-    let (client, mut conn) = pg.connect(NoTls).await?;
+    let tls = shared.db_config.tls_for(&shared.listen_url).connector()?;
+    let (client, mut conn) = pg.connect(tls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));

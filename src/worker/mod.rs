@@ -245,6 +245,7 @@ async fn wait_for_schema(shared: &Shared, shutdown: &CancellationToken) -> Resul
         let attempt = crate::db::bounded(shared.call_timeout, async {
             let c = crate::db::checkout(&shared.pool).await?;
             crate::db::migrate::check_schema(c.client()).await?;
+            crate::db::warn_if_plaintext(c.client(), &shared.listen_url).await;
             c.release();
             Ok(())
         });
