@@ -42,11 +42,7 @@ async fn metrics_count_outcomes_with_bounded_labels_and_health_endpoints_answer(
     let db = migrated_db().await;
     let c = db.client().await;
     enable(&c, &["noop", "sleep"]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _w = WorkerProcess::start(&db, &[("OPSRUNNER_METRICS__LISTEN", &listen)]).await;
     let mut ids = Vec::new();
@@ -177,11 +173,7 @@ async fn queued_jobs_of_a_type_nobody_handles_are_logged_at_warn_and_counted() {
         insert_job(&c, "slep", json!({})).await;
     }
     insert_job(&c, "noop", json!({})).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let w = WorkerProcess::start(&db, &[("OPSRUNNER_METRICS__LISTEN", &listen)]).await;
     w.wait_log("no handler for", Duration::from_secs(10)).await;
@@ -224,11 +216,7 @@ async fn queue_names_nobody_configured_are_one_label_and_add_no_series() {
         );
     }
     ids.push(insert_job(&c, "noop", json!({})).await);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _w = WorkerProcess::start(&db, &[("OPSRUNNER_METRICS__LISTEN", &listen)]).await;
     for id in &ids {

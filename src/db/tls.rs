@@ -171,11 +171,10 @@ impl TlsSettings {
                     .build()
                     .map_err(|e| Error::Config(format!("sslrootcert: {e}")))?
             }
-            (_, Some(roots)) => Arc::new(ChainOnly {
-                roots: Arc::new(roots),
-                provider: provider.clone(),
+            (_, roots) => Arc::new(Lenient {
+                roots: roots.map(Arc::new),
+                provider,
             }),
-            (_, None) => Arc::new(AnyCertificate { provider }),
         };
         let builder = builder
             .dangerous()
@@ -218,15 +217,19 @@ fn load_roots(path: &Path, setting: &str) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// `verify-ca` (and `require`/`prefer` with a root certificate): the chain
-/// must lead to a trusted root and be valid now; the name is not checked.
+/// Every mode but `verify-full`. With roots (`verify-ca`, or `require` and
+/// `prefer` given `sslrootcert`, as libpq), the chain must lead to a trusted
+/// root and be valid now, whatever name it carries; without roots (`prefer`
+/// and `require` as libpq has them), any certificate is accepted. The
+/// handshake's signatures are checked either way, so the peer holds the key
+/// of the certificate it sent.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct Lenient {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -235,69 +238,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, TlsError> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `prefer` and `require` without a root certificate, as libpq: encrypted,
-/// but any certificate is accepted (the handshake's signatures are still
-/// checked, so the peer holds the key of the certificate it sent).
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, TlsError> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
