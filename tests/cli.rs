@@ -431,3 +431,37 @@ async fn enqueue_and_flags_enable_refuse_unknown_types_unless_forced_and_check_t
         text(&check)
     );
 }
+
+#[tokio::test]
+async fn no_log_directive_lets_statement_parameters_into_the_log() {
+    let db = migrated_db().await;
+    let marker = "payload-marker-7f3a91";
+    for directive in [
+        "debug",
+        "trace",
+        "info,tokio_postgres::query=debug",
+        "info,tokio_postgres=trace,postgres_protocol=trace",
+    ] {
+        let out = opsrunner_cli(
+            &db.url,
+            &[
+                "enqueue",
+                "noop",
+                "--payload",
+                &format!("{{\"m\": \"{marker}\"}}"),
+            ],
+            &[("RUST_LOG", directive)],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{directive}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !log.contains(marker),
+            "RUST_LOG={directive} logged a parameter:\n{log}"
+        );
+    }
+}
