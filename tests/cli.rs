@@ -3,6 +3,7 @@
 mod common;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
 
@@ -464,4 +465,43 @@ async fn no_log_directive_lets_statement_parameters_into_the_log() {
             "RUST_LOG={directive} logged a parameter:\n{log}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_waits_for_a_database_that_comes_up_late_and_fails_at_once_without_wait() {
+    let db = fresh_db().await;
+    let upstream = server_addr(&db.url);
+    let port = free_port();
+    let mut late = url::Url::parse(&db.url).unwrap();
+    late.set_host(Some("127.0.0.1")).unwrap();
+    late.set_port(Some(port)).unwrap();
+    let late = late.to_string();
+    // Nothing listens there yet: without --wait, migrate fails at once.
+    let started = std::time::Instant::now();
+    let out = opsrunner_cli(&late, &["migrate"], &[]).await;
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The "database" comes up 1.5 s after `migrate --wait` starts.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        loop {
+            let (mut inbound, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let out = opsrunner_cli(&late, &["migrate", "--wait", "30s"], &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not reachable yet"));
 }

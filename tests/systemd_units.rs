@@ -107,3 +107,19 @@ fn each_unit_scores_at_most_2_0_with_systemd_analyze_security() {
         assert!(score <= 2.0, "{name} exposure {score} > 2.0");
     }
 }
+
+#[test]
+fn migrate_waits_for_the_database_and_a_failed_migration_does_not_block_the_worker() {
+    let m = unit("opsrunner-migrate.service");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("ExecStart=") && l.contains("migrate --wait ")),
+        "migrate waits for the database"
+    );
+    let w = unit("opsrunner-worker.service");
+    assert!(w.lines().any(|l| l == "Wants=opsrunner-migrate.service"));
+    assert!(
+        !w.lines()
+            .any(|l| l.starts_with("Requires=opsrunner-migrate"))
+    );
+}

@@ -46,7 +46,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Apply the embedded schema migrations (idempotent).
-    Migrate,
+    Migrate {
+        /// Wait this long for the database to accept connections (at boot
+        /// it may still be starting), retrying with backoff; without it, a
+        /// database that does not answer fails at once
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
+    },
     /// Run the worker daemon.
     Worker,
     /// Run the HTTP shim: authenticated enqueue that only inserts rows.
@@ -380,7 +386,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { command } => token::run(command, &ctx, out),
         Command::Bench(args) => bench::run_cli(args, &ctx, out).await,
         Command::Dev { exit_after_demo } => dev::run_cli(exit_after_demo, &ctx, out).await,
-        Command::Migrate => schema::migrate(&ctx, out).await,
+        Command::Migrate { wait } => schema::migrate(&ctx, wait, out).await,
         Command::Check => schema::check(&ctx, out).await,
         Command::Prune => schema::prune(&ctx, out).await,
         Command::Worker => daemon::worker(&ctx).await,

@@ -33,11 +33,11 @@ mod state;
 mod stats;
 mod watchdog;
 
+pub(crate) use backoff::Backoff;
 pub use maintenance::{PruneCounts, prune_all, prune_batch};
 pub use reload::Reloader;
 pub use stats::Stats;
 
-use backoff::Backoff;
 use claimer::Claimer;
 use shutdown::Stops;
 use state::{Health, Live, Shared, Signals};
