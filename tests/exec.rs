@@ -294,3 +294,56 @@ async fn a_grandchild_that_leaves_the_process_group_does_not_hold_the_job_open()
     assert_eq!(result, Some(json!({"ok": 1})));
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_child_finds_none_of_the_workers_secrets_in_its_parents_environment() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["peek"]).await;
+    let dir = temp_dir("exec-secrets");
+    let cfg = dir.join("opsrunner.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[[exec]]
+job_type = "peek"
+command = ["/bin/sh", "-c", "tr '\\000' '\\n' < /proc/$PPID/environ 2>&1; echo; env"]
+
+[[http]]
+job_type = "hook"
+url = "https://hooks.example.com/x"
+secret_env = "PEEK_HOOK_SECRET"
+"#,
+    )
+    .unwrap();
+    // A password the test server ignores (trust), but that sits in the URL.
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_password(Some("db-password-4be1c0")).unwrap();
+    let hook = "hook-secret-0123456789abcdef-91d2e7";
+    let w = WorkerProcess::start_url(
+        url.as_str(),
+        &[
+            ("OPSRUNNER_CONFIG", cfg.to_str().unwrap()),
+            ("PEEK_HOOK_SECRET", hook),
+        ],
+    )
+    .await;
+    let id = insert_job(&c, "peek", json!({})).await;
+    wait_status(&c, id, "succeeded", Duration::from_secs(15)).await;
+    let result: serde_json::Value = c
+        .query_one("SELECT result FROM ops_jobs WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    let seen = result.to_string();
+    // The child did read something: its parent's environment (as root, which
+    // non-dumpable does not stop) or a refusal.
+    assert!(
+        seen.contains("PATH=") || seen.contains("ermission denied"),
+        "{seen}"
+    );
+    for secret in ["db-password-4be1c0", hook] {
+        assert!(!seen.contains(secret), "a child read {secret}: {seen}");
+    }
+    drop(w);
+}

@@ -8,6 +8,7 @@ use crate::worker::Worker;
 
 /// `opsrunner worker`: runs the daemon until SIGTERM.
 pub async fn worker(ctx: &Ctx) -> anyhow::Result<()> {
+    forbid_inspection();
     let config = ctx.config()?;
     let shutdown = shutdown_on_signals()?;
     let worker = Worker::new(&config, config.settings.registry()?)?;
@@ -25,6 +26,7 @@ pub async fn worker(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// `opsrunner serve`: runs the HTTP shim until SIGTERM.
 pub async fn serve(ctx: &Ctx) -> anyhow::Result<()> {
+    forbid_inspection();
     let config = ctx.config()?;
     let env = crate::config::AppEnv::from_env()?;
     let master = crate::api::master_key_from_env(env)?;
@@ -46,4 +48,18 @@ pub async fn serve(ctx: &Ctx) -> anyhow::Result<()> {
     crate::metrics::start(&metrics_settings, Arc::new(|| None), shutdown.clone()).await?;
     crate::api::serve(state, shutdown).await?;
     Ok(())
+}
+
+/// Marks the daemon non-dumpable: its `/proc/<pid>` files (environ, mem,
+/// maps) become readable by root only and other processes of its user may
+/// not ptrace it, so a job's child process cannot read the secrets it holds
+/// in memory. Core dumps are off with it. (Secret variables are also blanked
+/// in the environment block once read: `config::env::take_secret_var`.)
+fn forbid_inspection() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes no pointers and cannot fail
+    // with these arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        tracing::warn!("could not mark the process non-dumpable");
+    }
 }
