@@ -72,6 +72,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod secret_env;
 pub mod systemd;
 pub mod tenants;
 pub mod testing;

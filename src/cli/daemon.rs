@@ -54,7 +54,7 @@ pub async fn serve(ctx: &Ctx) -> anyhow::Result<()> {
 /// maps) become readable by root only and other processes of its user may
 /// not ptrace it, so a job's child process cannot read the secrets it holds
 /// in memory. Core dumps are off with it. (Secret variables are also blanked
-/// in the environment block once read: `config::env::take_secret_var`.)
+/// in the environment block once read: `secret_env::take`.)
 fn forbid_inspection() {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes no pointers and cannot fail
     // with these arguments.

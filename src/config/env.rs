@@ -106,58 +106,11 @@ pub fn secret_from_env(var: &str) -> Result<Option<String>> {
     Ok(Some(v))
 }
 
-/// Secrets read from the environment, kept here once read: the variable
-/// itself is blanked in place (see [`take_secret_var`]), so a second read
-/// (a SIGHUP reload) must come from here.
-static SECRETS: std::sync::Mutex<Option<std::collections::HashMap<String, String>>> =
-    std::sync::Mutex::new(None);
-
-/// Reads the secret variable `var` and blanks its value in this process's
-/// environment block: the bytes `/proc/<pid>/environ` shows are overwritten
-/// with NULs, so a job's child process (same user) that reads its parent's
-/// environment finds no database URL, policy secret, API key or webhook
-/// secret there. The variable is not removed (unsetenv under other threads'
-/// getenv is undefined behaviour); it reads as empty afterwards. Children
-/// never inherit it anyway: every handler starts them with a cleared
-/// environment.
-pub fn take_secret_var(var: &str) -> Result<Option<String>> {
-    let mut guard = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = guard.get_or_insert_with(Default::default);
-    if let Some(v) = cache.get(var) {
-        return Ok(Some(v.clone()));
-    }
-    let Some(v) = non_empty_env(var)? else {
-        return Ok(None);
-    };
-    cache.insert(var.to_string(), v.clone());
-    blank_in_place(var);
-    Ok(Some(v))
-}
-
-/// Overwrites the value of `var` in the environment block with NULs.
-fn blank_in_place(var: &str) {
-    let Ok(name) = std::ffi::CString::new(var) else {
-        return;
-    };
-    // SAFETY: getenv returns NULL or a pointer to the NUL-terminated value
-    // inside the process's environment strings, which are writable memory
-    // (the initial block is on the stack, set ones on the heap). Only this
-    // function writes them, under the SECRETS lock; the length is taken
-    // before writing and stays within the string.
-    unsafe {
-        let p = libc::getenv(name.as_ptr());
-        if !p.is_null() {
-            let len = libc::strlen(p);
-            std::ptr::write_bytes(p, 0, len);
-        }
-    }
-}
-
 /// The value of `var`, or the contents of the file `{var}_FILE` names, with
 /// the name of the variable it came from (for messages). `var` holds a
-/// secret: it is taken with [`take_secret_var`].
+/// secret: it is taken with [`crate::secret_env::take`].
 fn from_env_or_file(var: &str) -> Result<Option<(String, String)>> {
-    if let Some(raw) = take_secret_var(var)? {
+    if let Some(raw) = crate::secret_env::take(var)? {
         return Ok(Some((raw, var.to_string())));
     }
     let file_var = format!("{var}_FILE");

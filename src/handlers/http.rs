@@ -97,12 +97,9 @@ impl HttpConfig {
     fn load_secret(&self, idx: usize) -> Result<Vec<u8>, String> {
         let at = format!("http[{idx}]");
         let secret = match (&self.secret_env, &self.secret_file) {
-            (Some(var), _) => crate::config::env::take_secret_var(var)
-                .ok()
-                .flatten()
-                .ok_or_else(|| {
-                    format!("{at}: environment variable {var} (secret_env) is not set")
-                })?,
+            (Some(var), _) => crate::secret_env::take(var).ok().flatten().ok_or_else(|| {
+                format!("{at}: environment variable {var} (secret_env) is not set")
+            })?,
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map_err(|e| format!("{at}: secret_file {} cannot be read: {e}", path.display()))?
                 .trim_end_matches(['\n', '\r'])
