@@ -1204,3 +1204,44 @@ async fn silent_connections_cannot_take_the_shim_off_the_air_and_are_closed_afte
     let refused = api.log_text();
     assert!(refused.contains("connection limit reached"), "{refused}");
 }
+
+#[tokio::test]
+async fn the_shim_starts_without_webhook_secrets_it_never_uses_but_still_checks_the_entries() {
+    let db = migrated_db().await;
+    let dir = temp_dir("api-http");
+    let cfg = dir.join("opsrunner.toml");
+    std::fs::write(
+        &cfg,
+        "[[http]]\njob_type = \"notify-deploy\"\nurl = \"https://hooks.example.com/x\"\nsecret_env = \"HOOK_SECRET_NOT_SET_HERE\"\n",
+    )
+    .unwrap();
+    let api = ApiProcess::start(
+        &db.url,
+        &[WITH_MASTER],
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .await;
+    let r = post_job(
+        &api,
+        MASTER,
+        json!({"job_type": "notify-deploy", "payload": {"v": 1}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // A broken entry is still refused at start-up, naming it.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[http]]\njob_type = \"notify-deploy\"\nurl = \"ftp://hooks.example.com/x\"\nsecret_env = \"HOOK_SECRET_NOT_SET_HERE\"\n",
+    )
+    .unwrap();
+    let log = ApiProcess::try_start(
+        &db.url,
+        &[WITH_MASTER],
+        &["--config", bad.to_str().unwrap()],
+    )
+    .await
+    .err()
+    .expect("a broken [[http]] entry stops the shim");
+    assert!(log.contains("http[0].url"), "{log}");
+}

@@ -38,7 +38,7 @@ pub async fn serve(ctx: &Ctx) -> anyhow::Result<()> {
     let state = crate::api::ApiState::new(
         &config,
         master,
-        config.settings.registry()?,
+        config.settings.api_registry()?,
         config.policy()?,
     )?;
     let shutdown = shutdown_on_signals()?;

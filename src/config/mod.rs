@@ -202,6 +202,29 @@ impl Settings {
     /// Fails (naming the entry) when an entry is invalid or a webhook's
     /// secret is missing or short.
     pub fn registry(&self) -> Result<Registry> {
+        let mut r = self.builtins_and_exec()?;
+        for (i, cfg) in self.http.iter().enumerate() {
+            let handler = http::HttpHandler::new(cfg, i).map_err(Error::Config)?;
+            r.register(&cfg.job_type, handler);
+        }
+        Ok(r)
+    }
+
+    /// The handlers the shim checks requests against: as [`Settings::registry`],
+    /// but `[[http]]` entries are validated without reading their secrets
+    /// (the shim never calls a webhook).
+    pub fn api_registry(&self) -> Result<Registry> {
+        let mut r = self.builtins_and_exec()?;
+        for (i, cfg) in self.http.iter().enumerate() {
+            cfg.validate(i).map_err(Error::Config)?;
+            r.register(&cfg.job_type, http::HttpAcceptOnly);
+        }
+        Ok(r)
+    }
+
+    /// The built-in handlers and the `[[exec]]` ones, after the checks every
+    /// handler entry must pass.
+    fn builtins_and_exec(&self) -> Result<Registry> {
         self.check_handlers()?;
         let mut r = Registry::with_builtins();
         // Leave the executor's own grace room to see the process stop.
@@ -211,10 +234,6 @@ impl Settings {
                 &cfg.job_type,
                 exec::ExecHandler::new(cfg.clone(), kill_grace),
             );
-        }
-        for (i, cfg) in self.http.iter().enumerate() {
-            let handler = http::HttpHandler::new(cfg, i).map_err(Error::Config)?;
-            r.register(&cfg.job_type, handler);
         }
         Ok(r)
     }

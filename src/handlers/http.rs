@@ -210,6 +210,22 @@ pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
         .collect()
 }
 
+/// What the shim registers for an `[[http]]` entry: the shim only accepts
+/// and checks jobs of the type, it never calls the webhook, so it needs
+/// neither the secret nor a client (it used to refuse to start without
+/// webhook secrets it never used). Running it is a bug, answered as such.
+pub struct HttpAcceptOnly;
+
+impl super::Handler for HttpAcceptOnly {
+    fn run(&self, _job: JobContext) -> HandlerFuture {
+        Box::pin(async {
+            Err(HandlerError::Permanent(
+                "the shim's stand-in for an http handler cannot run jobs".into(),
+            ))
+        })
+    }
+}
+
 impl super::Handler for HttpHandler {
     fn run(&self, job: JobContext) -> HandlerFuture {
         let (url, secret, allow, client) = (
