@@ -82,7 +82,9 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let open = Arc::new(Mutex::new(Open::default()));
     let connections = TaskTracker::new();
-    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
+    // None until the first refusal (an Instant a minute back could underflow
+    // on a machine booted less than a minute ago).
+    let mut refused_logged: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -99,8 +101,8 @@ pub(crate) async fn serve(
         let Some(place) = admit(&open, peer.ip(), &limits) else {
             metrics::counter!("opsrunner_api_connections_refused_total").increment(1);
             // One line a minute at most: a flood must not flood the journal.
-            if refused_logged.elapsed() >= Duration::from_secs(60) {
-                refused_logged = std::time::Instant::now();
+            if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                refused_logged = Some(std::time::Instant::now());
                 tracing::warn!(
                     client = %peer.ip(),
                     "connection limit reached (api.max_connections / api.max_connections_per_ip); closing new connections"
