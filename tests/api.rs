@@ -1072,14 +1072,15 @@ async fn shim_metrics_count_requests_by_route_template_and_auth_failures_by_reas
     call("GET", &api.url("/api/ops/jobs"), None, None, &[]).await;
     // Invented methods are one label, OTHER: they add no series.
     for i in 0..60 {
-        call(
+        let r = call(
             &format!("FROB{i}"),
             &api.url("/api/ops/jobs"),
-            None,
+            Some(MASTER),
             None,
             &[],
         )
         .await;
+        assert_eq!(r.status, 405);
     }
     let text = http_client()
         .get(format!("http://{metrics}/metrics"))
@@ -1244,4 +1245,78 @@ async fn the_shim_starts_without_webhook_secrets_it_never_uses_but_still_checks_
     .err()
     .expect("a broken [[http]] entry stops the shim");
     assert!(log.contains("http[0].url"), "{log}");
+}
+
+#[tokio::test]
+async fn answers_before_authentication_are_fixed_json_and_bad_input_is_never_a_500() {
+    let db = migrated_db().await;
+    let api = shim(&db).await;
+    let fixed_401 = json!({"error": "Invalid or missing X-Ops-Key"});
+    // Under /api/ops, an unknown route or a wrong method answers an
+    // unauthenticated client exactly as a real route does: no enumeration.
+    for (method, path) in [
+        ("GET", "/api/ops/nope"),
+        ("GET", "/api/ops/jobs/x/y/z"),
+        ("DELETE", "/api/ops/jobs"),
+        ("PUT", "/api/ops/jobs/5b1d2c3e-0000-4000-8000-00000000abcd"),
+    ] {
+        let r = call(method, &api.url(path), None, None, &[]).await;
+        assert_eq!((r.status, &r.body), (401, &fixed_401), "{method} {path}");
+    }
+    // With a key: JSON 404 and 405.
+    let r = call("GET", &api.url("/api/ops/nope"), Some(MASTER), None, &[]).await;
+    assert_eq!((r.status, &r.body), (404, &json!({"error": "Not found"})));
+    let r = call("DELETE", &api.url("/api/ops/jobs"), Some(MASTER), None, &[]).await;
+    assert_eq!(
+        (r.status, &r.body),
+        (405, &json!({"error": "Method not allowed"}))
+    );
+    // Outside /api/ops: JSON too.
+    let r = call("PUT", &api.url("/healthz"), None, None, &[]).await;
+    assert_eq!(
+        (r.status, &r.body),
+        (405, &json!({"error": "Method not allowed"}))
+    );
+    let r = call("GET", &api.url("/nope"), None, None, &[]).await;
+    assert_eq!((r.status, &r.body), (404, &json!({"error": "Not found"})));
+    // Two keys in one request: refused, not first-wins.
+    let r = call(
+        "GET",
+        &api.url("/api/ops/jobs"),
+        Some(MASTER),
+        None,
+        &[("X-Ops-Key", MASTER)],
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body),
+        (401, &fixed_401),
+        "duplicate key header"
+    );
+    // A NUL in a payload or a filter is the request's fault: 4xx with a reason.
+    let r = post_job(
+        &api,
+        MASTER,
+        json!({"job_type": "noop", "payload": {"s": "a\u{0}b"}}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("NUL"), "{}", r.text);
+    for q in ["job_type=%00", "status=%00", "job_type=no%00op"] {
+        let r = call(
+            "GET",
+            &api.url(&format!("/api/ops/jobs?{q}")),
+            Some(MASTER),
+            None,
+            &[],
+        )
+        .await;
+        assert!(
+            (400..500).contains(&r.status),
+            "{q}: {} {}",
+            r.status,
+            r.text
+        );
+        assert!(r.body.get("error").is_some(), "{q}: {}", r.text);
+    }
 }

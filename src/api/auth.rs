@@ -60,7 +60,7 @@ impl<S: Scope> FromRequestParts<SharedState> for Authed<S> {
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "unmatched".into());
         let ip = super::client_ip(&parts.extensions);
-        let who = authenticate(state, &parts.headers, ip, &route, S::NAME).await?;
+        let who = authenticate(state, &parts.headers, ip, &route, Some(S::NAME)).await?;
         Ok(Authed(who, PhantomData))
     }
 }
@@ -86,14 +86,21 @@ impl Principal {
     }
 }
 
-/// Authenticates the request and checks `scope`, then the per-key rate limit.
-async fn authenticate(
+/// Authenticates the request and checks `scope` (any valid key when `None`:
+/// the answers for unknown routes and methods, which must not tell an
+/// unauthenticated client which routes exist), then the per-key rate limit.
+pub(crate) async fn authenticate(
     state: &ApiState,
     headers: &HeaderMap,
     ip: IpAddr,
     route: &str,
-    scope: &'static str,
+    scope: Option<&'static str>,
 ) -> Result<Principal, ApiError> {
+    // Two keys in one request: which one counts would depend on the proxy in
+    // front; refuse rather than pick.
+    if headers.get_all(HEADER).iter().nth(1).is_some() {
+        return Err(fail(state, "duplicate", None, ip, route).await);
+    }
     let presented = headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
@@ -131,7 +138,9 @@ async fn authenticate(
             },
         }
     };
-    if !principal.scopes.iter().any(|s| s == scope) {
+    if let Some(scope) = scope
+        && !principal.scopes.iter().any(|s| s == scope)
+    {
         audit_failure(
             state,
             "scope",

@@ -62,6 +62,13 @@ impl From<Error> for ApiError {
             Error::Db(db) if db.code().is_some_and(|c| c.code() == "23514") => {
                 ApiError::unprocessable("Rejected by a database constraint")
             }
+            // Class 22, data exception: a value PostgreSQL cannot take (a NUL
+            // character in text, say). The request's fault, not the server's.
+            Error::Db(db) if db.code().is_some_and(|c| c.code().starts_with("22")) => {
+                ApiError::unprocessable(
+                    "A value was refused by the database (for example a NUL character)",
+                )
+            }
             Error::Invalid(msg) => ApiError::unprocessable(msg.clone()),
             Error::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, msg.clone()),
             _ if crate::db::is_transient(&e) => {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -150,7 +151,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/ops/jobs", post(jobs::create).get(jobs::list))
         .route("/api/ops/jobs/{id}", get(jobs::get_one))
         .route("/api/ops/jobs/{id}/cancel", post(jobs::cancel))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found") })
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), per_ip_limit));
     Router::new()
         .route(
@@ -158,12 +160,42 @@ pub fn router(state: SharedState) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
+        .method_not_allowed_fallback(wrong_method)
         .merge(api)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             timeout_and_metrics,
         ))
         .with_state(state)
+}
+
+/// Anything the routes do not match. Under `/api/ops` an unauthenticated
+/// client gets the fixed 401, the same answer as on a real route, so it
+/// cannot map which routes exist; an authenticated one, and anything
+/// elsewhere, gets a JSON 404.
+async fn unknown_route(State(state): State<SharedState>, req: Parts) -> ApiError {
+    refuse_unless_authenticated(&state, &req)
+        .await
+        .unwrap_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not found"))
+}
+
+/// A route called with a method it does not serve: JSON 405 (after the same
+/// authentication rule as [`unknown_route`]).
+async fn wrong_method(State(state): State<SharedState>, req: Parts) -> ApiError {
+    refuse_unless_authenticated(&state, &req)
+        .await
+        .unwrap_or_else(|| ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"))
+}
+
+/// The 401 for a request under `/api/ops` without a valid key.
+async fn refuse_unless_authenticated(state: &ApiState, req: &Parts) -> Option<ApiError> {
+    if !req.uri.path().starts_with("/api/ops") {
+        return None;
+    }
+    let ip = client_ip(&req.extensions);
+    auth::authenticate(state, &req.headers, ip, "unmatched", None)
+        .await
+        .err()
 }
 
 async fn readyz(State(state): State<SharedState>) -> Response {

@@ -69,6 +69,11 @@ pub fn check_payload(payload: &Value) -> Result<(), String> {
             "payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)"
         ));
     }
+    if has_nul(payload) {
+        return Err(
+            "payload contains a NUL character (\\u0000), which PostgreSQL cannot store".into(),
+        );
+    }
     if depth(payload) > MAX_PAYLOAD_DEPTH {
         return Err(format!(
             "payload is nested more than {MAX_PAYLOAD_DEPTH} levels deep"
@@ -91,6 +96,16 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
             ApiError::unprocessable("Idempotency-Key must be 1-200 printable ASCII characters")
         })?;
     Ok(Some(s.to_string()))
+}
+
+/// Whether a string or key anywhere in `v` holds U+0000 (jsonb refuses it).
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
