@@ -53,7 +53,9 @@ fn blank_in_place(var: &str) {
     }
 }
 
-fn non_empty(var: &str) -> Result<Option<String>> {
+/// The value of `var`; `None` when unset or blank; an error naming it when
+/// it is not UTF-8.
+pub(crate) fn non_empty(var: &str) -> Result<Option<String>> {
     match std::env::var(var) {
         Ok(v) if v.trim().is_empty() => Ok(None),
         Ok(v) => Ok(Some(v)),

@@ -124,12 +124,5 @@ fn from_env_or_file(var: &str) -> Result<Option<(String, String)>> {
 }
 
 fn non_empty_env(var: &str) -> Result<Option<String>> {
-    match std::env::var(var) {
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => Ok(Some(v)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(Error::Config(format!("{var} is not valid UTF-8")))
-        }
-    }
+    crate::secret_env::non_empty(var)
 }
