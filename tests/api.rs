@@ -1279,6 +1279,20 @@ async fn answers_before_authentication_are_fixed_json_and_bad_input_is_never_a_5
     );
     let r = call("GET", &api.url("/nope"), None, None, &[]).await;
     assert_eq!((r.status, &r.body), (404, &json!({"error": "Not found"})));
+    // A path that is not UTF-8 names no job: 401 without a key, JSON 404
+    // with one (it was axum's plain-text 400, before authentication).
+    for path in ["/api/ops/jobs/%FF%FE", "/api/ops/jobs/%FF/cancel"] {
+        let method = if path.ends_with("cancel") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let r = call(method, &api.url(path), None, None, &[]).await;
+        assert_eq!((r.status, &r.body), (401, &fixed_401), "{path}");
+        let r = call(method, &api.url(path), Some(MASTER), None, &[]).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+        assert!(r.body.get("error").is_some(), "{path}: {}", r.text);
+    }
     // Two keys in one request: refused, not first-wins.
     let r = call(
         "GET",

@@ -2,9 +2,9 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use uuid::Uuid;
 
 use super::parse::describe_json_error;
 use super::{CancelJob, ErrorBody, JobAccepted, tenant_tx};
@@ -31,11 +31,13 @@ use crate::jobs::CancelRequest;
 )]
 pub async fn cancel(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    // Never rejected here (a path that is not UTF-8 would get axum's plain
+    // text 400 before authentication): it names no job, so it is the 404.
+    id: Result<Path<String>, PathRejection>,
     Authed(who, _): Authed<JobsCancel>,
     body: Body,
 ) -> Result<Json<JobAccepted>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+    let id = super::read::parse_id(id)?;
     let bytes = axum::body::to_bytes(body, 16 * 1024)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;

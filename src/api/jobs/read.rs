@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use uuid::Uuid;
 
@@ -81,11 +82,13 @@ pub fn list_limit(raw: Option<&str>) -> i64 {
 )]
 pub async fn get_one(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    // Never rejected here (a path that is not UTF-8 would get axum's plain
+    // text 400 before authentication): it names no job, so it is the 404.
+    id: Result<Path<String>, PathRejection>,
     Authed(who, _): Authed<JobsRead>,
 ) -> Result<Json<JobView>, ApiError> {
     // A malformed id names no job: the same 404 as another tenant's job.
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+    let id = parse_id(id)?;
     let mut client = crate::db::checkout(&state.pool).await?;
     let tx = tenant_tx(&mut client, &who.tenant).await?;
     let row = queries::api_get_job(&*tx, id, &who.tenant).await?;
@@ -93,4 +96,12 @@ pub async fn get_one(
     client.release();
     let row = row.ok_or_else(ApiError::not_found)?;
     Ok(Json(view(&row, true)?))
+}
+
+/// A job id from the path; anything that is not one (malformed, not UTF-8)
+/// names no job: the same 404 as another tenant's job.
+pub(super) fn parse_id(id: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    id.ok()
+        .and_then(|Path(s)| Uuid::parse_str(&s).ok())
+        .ok_or_else(ApiError::not_found)
 }
