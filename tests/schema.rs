@@ -192,24 +192,10 @@ async fn an_upgrade_from_v6_keeps_every_jobs_trail_whole_before_and_after() {
     let mut c = db.client().await;
     opsrunner::db::migrate::migrate_to(&mut c, 6).await.unwrap();
     // A job retried once and then succeeded under v6, which stored every step.
-    let old: uuid::Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let old = insert_job(&c, "noop", serde_json::json!({})).await;
     run_attempt(&c, old, "queued").await;
     run_attempt(&c, old, "succeeded").await;
-    let half: uuid::Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let half = insert_job(&c, "noop", serde_json::json!({})).await;
     run_attempt(&c, half, "queued").await;
     opsrunner::db::migrate::migrate(&mut c).await.unwrap();
     let whole = ["running", "queued", "running", "succeeded"];
@@ -222,14 +208,7 @@ async fn an_upgrade_from_v6_keeps_every_jobs_trail_whole_before_and_after() {
     run_attempt(&c, half, "succeeded").await;
     assert_eq!(transitions(&c, half).await, whole, "across the upgrade");
     // After it, the happy steps are not stored, and the trail is the same.
-    let new: uuid::Uuid = c
-        .query_one(
-            "INSERT INTO ops_jobs (job_type) VALUES ('noop') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let new = insert_job(&c, "noop", serde_json::json!({})).await;
     run_attempt(&c, new, "queued").await;
     run_attempt(&c, new, "succeeded").await;
     assert_eq!(transitions(&c, new).await, whole, "after the upgrade");

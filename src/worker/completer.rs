@@ -143,6 +143,8 @@ fn columns(batch: &[Completion]) -> queries::CompleteColumns {
 /// Stats, metrics and the fencing log for a written batch, then forgets its
 /// jobs.
 fn record_outcomes(shared: &Shared, written: &HashSet<Uuid>, batch: &[Completion]) {
+    // Once per batch, not per job: the queues decide the `queue` label.
+    let cfg = shared.cfg();
     let mut abandoned = 0;
     for c in batch {
         let kind = match &c.outcome {
@@ -161,10 +163,7 @@ fn record_outcomes(shared: &Shared, written: &HashSet<Uuid>, batch: &[Completion
             let outcome = c.outcome.label();
             let labels = [
                 ("job_type", c.job_type.clone()),
-                (
-                    "queue",
-                    crate::metrics::queue_label(&shared.cfg().queues, &c.queue),
-                ),
+                ("queue", crate::metrics::queue_label(&cfg.queues, &c.queue)),
                 ("outcome", outcome.to_string()),
             ];
             metrics::counter!("opsrunner_jobs_completed_total", &labels).increment(1);
