@@ -17,7 +17,7 @@ use super::jobs;
     ),
     paths(jobs::create, jobs::list, jobs::get_one, jobs::cancel, healthz, readyz),
     components(schemas(jobs::CreateJob, jobs::JobAccepted, jobs::JobView, jobs::JobList,
-                       jobs::ErrorBody, jobs::CancelJob)),
+                       jobs::ErrorBody, jobs::CancelJob, jobs::StatusFilter)),
     modifiers(&KeyAuth),
     tags((name = "jobs", description = "Enqueue and inspect jobs"),
          (name = "health", description = "Liveness and readiness"))

@@ -18,14 +18,20 @@ use crate::jobs::CancelRequest;
 #[utoipa::path(
     post, path = "/api/ops/jobs/{id}/cancel", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
-    request_body(content = Option<CancelJob>, description = "Optional reason"),
+    request_body(content = Option<CancelJob>,
+                 description = "Optional: an object with a reason, `null`, or no body at all"),
     responses(
         (status = 200, description = "Cancellation intent recorded", body = JobAccepted),
         (status = 401, description = "Invalid or missing X-Ops-Key", body = ErrorBody),
         (status = 403, description = "Missing jobs:cancel scope", body = ErrorBody),
         (status = 404, description = "No such job for this tenant", body = ErrorBody),
+        (status = 400, description = "Body is not JSON", body = ErrorBody),
         (status = 409, description = "The job already finished", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 422, description = "Unknown field, or a reason that is not a string of at most 500 characters", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 500, description = "Internal error (logged; no detail is answered)", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("ops_key" = []))
 )]
@@ -41,11 +47,19 @@ pub async fn cancel(
     let bytes = axum::body::to_bytes(body, 16 * 1024)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
+    // No body, and a JSON `null`, both mean "no reason".
     let req: CancelJob = if bytes.iter().all(u8::is_ascii_whitespace) {
         CancelJob::default()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| describe_json_error(&e))?
+        serde_json::from_slice::<Option<CancelJob>>(&bytes)
+            .map_err(|e| describe_json_error(&e))?
+            .unwrap_or_default()
     };
+    if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(ApiError::unprocessable(
+            "reason is longer than 500 characters",
+        ));
+    }
     let mut client = crate::db::checkout(&state.pool).await?;
     let tx = tenant_tx(&mut client, &who.tenant).await?;
     let request = CancelRequest {

@@ -21,7 +21,7 @@ use crate::policy::{Claims, Refusal};
 #[utoipa::path(
     post, path = "/api/ops/jobs", tag = "jobs",
     request_body = CreateJob,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$",
             description = "Repeat a POST safely: the first job is returned and no second one is created")),
     responses(
         (status = 201, description = "Job created", body = JobAccepted),
@@ -33,6 +33,8 @@ use crate::policy::{Claims, Refusal};
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Invalid job", body = ErrorBody),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorBody),
+        (status = 500, description = "Internal error (logged; no detail is answered)", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("ops_key" = []))
 )]
@@ -132,12 +134,12 @@ fn new_job(
     let timeout = req
         .timeout_seconds
         .map(|t| {
-            (t.is_finite() && t > 0.0 && t <= 86_400.0)
+            // From 1 ms: anything shorter is no time limit a job can meet
+            // (and 5e-324 s would round to a zero Duration).
+            (t.is_finite() && (0.001..=86_400.0).contains(&t))
                 .then(|| std::time::Duration::from_secs_f64(t))
                 .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        "timeout_seconds must be greater than 0 and at most 86400",
-                    )
+                    ApiError::unprocessable("timeout_seconds must be from 0.001 to 86400")
                 })
         })
         .transpose()?;

@@ -34,22 +34,30 @@ pub const LIST_MAX: i64 = 200;
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// A job type with a handler (and, to run, its feature flag on).
-    #[schema(example = "noop")]
+    #[schema(example = "noop", pattern = "^[a-z][a-z0-9_.-]{0,63}$")]
     pub job_type: String,
-    /// Handed to the handler. At most 1 MiB serialized and 10 levels deep.
+    /// Handed to the handler: any JSON value (an object for the built-in
+    /// handlers), at most 1 MiB as Postgres stores it and 10 levels deep,
+    /// with no NUL character. Defaults to `{}`.
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub payload: Value,
     /// Defaults to `default`.
+    #[schema(pattern = "^[a-z][a-z0-9_.-]{0,63}$")]
     pub queue: Option<String>,
-    /// Lower runs first, -100..=100; defaults to 0.
+    /// Lower runs first; defaults to 0.
+    #[schema(minimum = -100, maximum = 100)]
+    #[serde(default, deserialize_with = "parse::integral")]
     pub priority: Option<i16>,
-    /// 1..=100; defaults to 3.
+    /// Defaults to 3.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "parse::integral")]
     pub max_attempts: Option<i32>,
     /// Run no earlier than this (RFC 3339).
     pub run_at: Option<DateTime<Utc>>,
-    /// Per-attempt time limit in seconds (up to one day); defaults to the
-    /// worker's.
+    /// Per-attempt time limit in seconds, from 1 ms to one day; defaults to
+    /// the worker's.
+    #[schema(minimum = 0.001, maximum = 86400)]
     pub timeout_seconds: Option<f64>,
     /// Validate, check the policy token and audit, but create no job.
     #[serde(default)]
@@ -104,13 +112,13 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
     /// At most 500 characters.
     pub error: Option<String>,
-    /// Only on GET /api/ops/jobs/{id}.
+    /// Any JSON value; only on GET /api/ops/jobs/{id}.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub payload: Option<Value>,
-    /// At most 10 KB; only on GET /api/ops/jobs/{id}.
+    /// Any JSON value of at most 10 KB; only on GET /api/ops/jobs/{id}.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub result: Option<Value>,
 }
 
@@ -133,7 +141,24 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct CancelJob {
     /// Recorded with the job and in the audit log (at most 500 characters).
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
+}
+
+/// The `status` filter of `GET /api/ops/jobs`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    /// Waiting to run (now or at `run_at`).
+    Queued,
+    /// Claimed by a worker.
+    Running,
+    /// Finished without error.
+    Succeeded,
+    /// Out of attempts, refused or timed out.
+    Failed,
+    /// Cancelled before or while running.
+    Cancelled,
 }
 
 fn view(r: &tokio_postgres::Row, detail: bool) -> Result<JobView, tokio_postgres::Error> {

@@ -98,6 +98,30 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     Ok(Some(s.to_string()))
 }
 
+/// An optional integer field that also takes a number with a zero fraction
+/// (`24.0`): JSON Schema calls that an integer, and JavaScript clients send
+/// it. Out of the type's range, or with a fraction, is the usual type error.
+pub(super) fn integral<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    });
+    whole
+        .and_then(|i| T::try_from(i).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom("an integer in range"))
+}
+
 /// Whether a string or key anywhere in `v` holds U+0000 (jsonb refuses it).
 fn has_nul(v: &Value) -> bool {
     match v {
@@ -114,14 +138,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_limit_defaults_and_caps() {
-        assert_eq!(list_limit(None), 50);
-        assert_eq!(list_limit(Some("0")), 50);
-        assert_eq!(list_limit(Some("-5")), 50);
-        assert_eq!(list_limit(Some("abc")), 50);
-        assert_eq!(list_limit(Some("1")), 1);
-        assert_eq!(list_limit(Some("200")), 200);
-        assert_eq!(list_limit(Some("100000")), 200);
+    fn list_limit_defaults_to_50_and_refuses_values_outside_1_to_200() {
+        assert_eq!(list_limit(None), Ok(50));
+        assert_eq!(list_limit(Some("1")), Ok(1));
+        assert_eq!(list_limit(Some("200")), Ok(200));
+        for bad in ["0", "-5", "abc", "", " 7", "201", "9223372036854775808"] {
+            assert!(list_limit(Some(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -140,5 +163,25 @@ mod tests {
         let e =
             serde_json::from_str::<CreateJob>(r#"{"job_type": "noop", "bogus": 1}"#).unwrap_err();
         assert_eq!(describe_json_error(&e).message, "unknown field `bogus`");
+    }
+
+    #[test]
+    fn integer_fields_take_a_zero_fraction_and_nothing_else() {
+        let parse = |body: &str| serde_json::from_str::<CreateJob>(body);
+        let j = parse(r#"{"job_type": "noop", "priority": 24.0, "max_attempts": 5}"#).unwrap();
+        assert_eq!((j.priority, j.max_attempts), (Some(24), Some(5)));
+        let j = parse(r#"{"job_type": "noop", "priority": null}"#).unwrap();
+        assert_eq!(j.priority, None);
+        for bad in [
+            r#""priority": 1.5"#,
+            r#""priority": 40000"#,
+            r#""priority": "1""#,
+            r#""max_attempts": 1e300"#,
+        ] {
+            assert!(
+                parse(&format!(r#"{{"job_type": "noop", {bad}}}"#)).is_err(),
+                "{bad}"
+            );
+        }
     }
 }
