@@ -18,6 +18,8 @@ fn sh(job_type: &str, script: &str) -> ExecConfig {
         command: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
         workdir: None,
+        user: None,
+        group: None,
     }
 }
 
@@ -346,4 +348,89 @@ secret_env = "PEEK_HOOK_SECRET"
         assert!(!seen.contains(secret), "a child read {secret}: {seen}");
     }
     drop(w);
+}
+
+/// Runs as root (as CI does): a command with `user = "nobody"` runs as
+/// nobody, in nobody's group only, with nobody's HOME and no capability.
+/// Not root and without CAP_SETUID: start-up refuses the entry and names
+/// the setting and what the worker lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_command_runs_as_the_configured_user_with_no_capabilities() {
+    let nobody = ExecConfig {
+        user: Some("nobody".into()),
+        ..sh(
+            "as_nobody",
+            r#"printf '{"uid":"%s","gid":"%s","groups":"%s","home":"%s","user":"%s","caps":"%s"}' "$(id -u)" "$(id -g)" "$(id -G)" "$HOME" "$USER" "$(grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status | tr -s '\t\n' '  ')""#,
+        )
+    };
+    let mut settings = fast_settings();
+    settings.exec = vec![nobody.clone()];
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        let e = settings.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("exec[0].user") && e.contains("CAP_SETUID"),
+            "{e}"
+        );
+        return;
+    }
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["as_nobody"]).await;
+    let cfg = opsrunner::config::Config::with_url(settings.clone(), db.db_url()).unwrap();
+    let w = start_worker(&cfg, settings.registry().unwrap()).await;
+    let id = JobRow::new("as_nobody")
+        .payload(json!({}))
+        .max_attempts(1)
+        .insert(&c)
+        .await;
+    let (status, result, error, _) = finished(&c, id).await;
+    assert_eq!(status, "succeeded", "{error:?}");
+    let r = result.unwrap();
+    let want = nobody.run_as().unwrap().unwrap();
+    assert_eq!(r["uid"], want.uid.to_string(), "{r}");
+    assert_eq!(r["gid"], want.gid.to_string(), "{r}");
+    assert_eq!(
+        r["groups"],
+        want.gid.to_string(),
+        "no supplementary groups: {r}"
+    );
+    assert_eq!(r["user"], "nobody");
+    assert_eq!(r["home"], want.home.to_str().unwrap());
+    let caps = r["caps"].as_str().unwrap();
+    for set in ["CapEff", "CapPrm", "CapAmb"] {
+        assert!(
+            caps.contains(&format!("{set}:\t0000000000000000"))
+                || caps.contains(&format!("{set}: 0000000000000000")),
+            "{set} not empty: {caps}"
+        );
+    }
+    w.shutdown().await;
+}
+
+#[test]
+fn an_unknown_exec_user_or_group_is_refused_at_start_up_with_the_setting() {
+    let mut s = fast_settings();
+    s.exec = vec![ExecConfig {
+        user: Some("no-such-user-7f3a".into()),
+        ..sh("x", "true")
+    }];
+    let e = s.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("exec[0].user = \"no-such-user-7f3a\": no such user"),
+        "{e}"
+    );
+    s.exec = vec![ExecConfig {
+        user: Some("root".into()),
+        group: Some("no-such-group-7f3a".into()),
+        ..sh("x", "true")
+    }];
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("exec[0].group = \"no-such-group-7f3a\""), "{e}");
+    s.exec = vec![ExecConfig {
+        group: Some("root".into()),
+        ..sh("x", "true")
+    }];
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("exec[0].group needs a user"), "{e}");
 }

@@ -36,6 +36,29 @@ pub struct ExecConfig {
     /// Working directory; `/` by default.
     #[serde(default)]
     pub workdir: Option<PathBuf>,
+    /// Run the command as this user (a name or a numeric uid) instead of the
+    /// worker's own: its primary group unless `group` says otherwise, no
+    /// supplementary groups, `HOME`, `USER` and `LOGNAME` set to it. The
+    /// worker then needs CAP_SETUID and CAP_SETGID (docs/operations.md,
+    /// "exec as another user"); start-up refuses the entry without them.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The group to run as (a name or a numeric gid); only with `user`.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// Who an `[[exec]]` command runs as, resolved from its `user` and `group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's id.
+    pub uid: u32,
+    /// The group's id.
+    pub gid: u32,
+    /// The user's name (for `USER` and `LOGNAME`).
+    pub name: String,
+    /// The user's home directory (for `HOME`).
+    pub home: PathBuf,
 }
 
 impl ExecConfig {
@@ -57,8 +80,131 @@ impl ExecConfig {
         {
             return Err(format!("{at}.env has an invalid variable name"));
         }
+        if let Some(run_as) = self.run_as().map_err(|e| format!("{at}.{e}"))?
+            && (run_as.uid != current_uid() || run_as.gid != current_gid())
+            && !can_switch_user()
+        {
+            return Err(format!(
+                "{at}.user = {:?}: the worker (uid {}) cannot switch to uid {}, gid {}: \
+                 it needs CAP_SETUID and CAP_SETGID (docs/operations.md, \"exec as another user\")",
+                self.user.as_deref().unwrap_or_default(),
+                current_uid(),
+                run_as.uid,
+                run_as.gid
+            ));
+        }
         Ok(())
     }
+
+    /// The user and group the command runs as; `None` without `user`.
+    /// Errors name the setting (`user` or `group`) and why.
+    pub fn run_as(&self) -> Result<Option<RunAs>, String> {
+        let Some(user) = &self.user else {
+            return match &self.group {
+                Some(_) => Err("group needs a user".into()),
+                None => Ok(None),
+            };
+        };
+        let pw = lookup_user(user)
+            .ok_or_else(|| format!("user = {user:?}: no such user on this host"))?;
+        let gid = match &self.group {
+            None => pw.gid,
+            Some(g) => lookup_group(g)
+                .ok_or_else(|| format!("group = {g:?}: no such group on this host"))?,
+        };
+        Ok(Some(RunAs { gid, ..pw }))
+    }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+fn current_gid() -> u32 {
+    // SAFETY: getegid(2) cannot fail and touches no memory.
+    unsafe { libc::getegid() }
+}
+
+/// Whether this process may set another uid and gid: root, or both
+/// CAP_SETUID (bit 7) and CAP_SETGID (bit 6) in its effective set.
+fn can_switch_user() -> bool {
+    if current_uid() == 0 {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 7) != 0 && caps & (1 << 6) != 0)
+}
+
+/// A user by name, or by number when the name is all digits.
+fn lookup_user(user: &str) -> Option<RunAs> {
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = if let Ok(uid) = user.parse::<u32>() {
+        // SAFETY: every pointer is to a live local of the size given.
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) }
+    } else {
+        let name = std::ffi::CString::new(user).ok()?;
+        // SAFETY: as above; `name` is NUL-terminated.
+        unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        }
+    };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name and pw_dir point into `buf`, NUL-terminated.
+    let (name, home) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+            std::ffi::CStr::from_ptr(pw.pw_dir)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    };
+    Some(RunAs {
+        uid: pw.pw_uid,
+        gid: pw.pw_gid,
+        name,
+        home: PathBuf::from(home),
+    })
+}
+
+/// A group id by name, or by number when the name is all digits.
+fn lookup_group(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    let name = std::ffi::CString::new(group).ok()?;
+    // SAFETY: every pointer is to a live local of the size given.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then_some(gr.gr_gid)
 }
 
 /// The `exec` handler of one configured job type.
@@ -133,6 +279,10 @@ fn take(c: &Captured) -> (Vec<u8>, bool) {
 }
 
 async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value, HandlerError> {
+    // Resolved per job (a passwd lookup, microseconds next to a fork): a
+    // user removed since start-up fails the job with the reason instead of
+    // running the command as the worker.
+    let run_as = cfg.run_as().map_err(HandlerError::Permanent)?;
     let mut cmd = Command::new(&cfg.command[0]);
     cmd.args(&cfg.command[1..])
         .env_clear()
@@ -148,6 +298,30 @@ async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value,
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(r) = &run_as {
+        // std drops the supplementary groups (setgroups(0)) when a uid is set.
+        cmd.uid(r.uid)
+            .gid(r.gid)
+            .env("HOME", &r.home)
+            .env("USER", &r.name)
+            .env("LOGNAME", &r.name);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // one async-signal-safe system call. It clears the ambient capabilities,
+    // so that a worker given CAP_SETUID/CAP_SETGID for `user =` (ambient, in
+    // its unit) never hands them to a command it runs.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| HandlerError::Retryable(format!("cannot start {}: {e}", cfg.command[0])))?;
