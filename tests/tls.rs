@@ -207,3 +207,50 @@ async fn sslmodes_verify_the_server_as_libpq_does_and_a_client_certificate_logs_
     let e = try_connect(&full("localhost", &ca_file)).await.unwrap_err();
     assert!(e.to_lowercase().contains("expired"), "expired: {e}");
 }
+
+/// An address of this machine that is not loopback: the source address of
+/// a route to TEST-NET-1 (a UDP connect sends nothing).
+fn non_loopback_ip() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    s.connect("192.0.2.1:9")
+        .expect("this machine has a route off loopback (the test needs one)");
+    let ip = s.local_addr().expect("local address").ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+    ip
+}
+
+/// `sslmode=disable` to a host that is not this machine's loopback warns at
+/// start-up (naming the setting and the doc, not the password); the same
+/// to loopback does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_connection_off_loopback_logs_a_warning_at_start_up() {
+    const WARNING: &str = "the connection to the database is not encrypted";
+    let db = migrated_db().await;
+    let with_mode = |url: &str| {
+        let mut u = url::Url::parse(url).unwrap();
+        u.set_password(Some("pw-never-logged-51e0")).unwrap();
+        u.query_pairs_mut().append_pair("sslmode", "disable");
+        u.to_string()
+    };
+    let proxy = StallProxy::start_on(non_loopback_ip(), server_addr(&db.url)).await;
+    let remote = WorkerProcess::start_url(&with_mode(&proxy.url_for(&db.url)), &[]).await;
+    // The check runs before the daemon reports ready.
+    let log = remote.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(WARNING))
+        .unwrap_or_else(|| panic!("no warning for a plaintext remote connection:\n{log}"));
+    assert!(
+        line.contains("WARN") && line.contains("sslmode=verify-full"),
+        "{line}"
+    );
+    assert!(!log.contains("pw-never-logged-51e0"), "{log}");
+    drop(remote);
+
+    let local = WorkerProcess::start_url(&with_mode(&db.url), &[]).await;
+    let log = local.log_text();
+    assert!(
+        !log.contains(WARNING),
+        "loopback is not warned about:\n{log}"
+    );
+}

@@ -76,6 +76,7 @@ impl Worker {
             db_config: config.settings.db.clone(),
             retention: config.settings.retention.clone(),
             listen_url: config.listen_url.clone(),
+            pool_url: config.database_url.clone(),
             owner: lease_owner(),
             pool,
             call_timeout,
@@ -245,7 +246,8 @@ async fn wait_for_schema(shared: &Shared, shutdown: &CancellationToken) -> Resul
         let attempt = crate::db::bounded(shared.call_timeout, async {
             let c = crate::db::checkout(&shared.pool).await?;
             crate::db::migrate::check_schema(c.client()).await?;
-            crate::db::warn_if_plaintext(c.client(), &shared.listen_url).await;
+            // The pool's connection, so the pool's host decides.
+            crate::db::warn_if_plaintext(c.client(), &shared.pool_url).await;
             c.release();
             Ok(())
         });

@@ -155,6 +155,9 @@ pub(crate) struct Shared {
     pub retention: RetentionConfig,
     /// Where the LISTEN connection goes (`OPSRUNNER_LISTEN_URL`).
     pub listen_url: DbUrl,
+    /// Where the pool connects (`DATABASE_URL`): whether its host is this
+    /// machine decides the start-up warning about a plaintext connection.
+    pub pool_url: DbUrl,
     /// This process's lease owner name: `host:pid:random`.
     pub owner: String,
     /// Claims, completions, heartbeats, maintenance (generic plans).

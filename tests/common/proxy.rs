@@ -22,7 +22,12 @@ pub struct StallProxy {
 impl StallProxy {
     /// Forwards 127.0.0.1:<random> to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), upstream).await
+    }
+
+    /// Forwards `ip`:<random> to `upstream`.
+    pub async fn start_on(ip: std::net::IpAddr, upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -52,7 +57,7 @@ impl StallProxy {
     /// `url` with its host and port replaced by the proxy's.
     pub fn url_for(&self, url: &str) -> String {
         let mut u = url::Url::parse(url).expect("a URL");
-        u.set_host(Some("127.0.0.1")).expect("host");
+        u.set_host(Some(&self.addr.ip().to_string())).expect("host");
         u.set_port(Some(self.addr.port())).expect("port");
         u.to_string()
     }
