@@ -119,6 +119,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal, for metrics registered at 0 from start-up.
+    pub const ALL: [Refusal; 9] = [
+        Refusal::Missing,
+        Refusal::Malformed,
+        Refusal::BadSignature,
+        Refusal::Expired,
+        Refusal::WrongAction,
+        Refusal::WrongTenant,
+        Refusal::MissingScope,
+        Refusal::NotYetValid,
+        Refusal::Reused,
+    ];
+
     /// A short label for metrics and the audit log.
     pub fn code(self) -> &'static str {
         match self {

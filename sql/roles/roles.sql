@@ -69,6 +69,8 @@ GRANT SELECT, INSERT ON ops_audit_log TO opsrunner_worker;
 GRANT SELECT ON ops_schema_migrations TO opsrunner_worker;
 -- The worker runs an action job only when its token's recorded use is its own.
 GRANT SELECT ON ops_policy_token_uses TO opsrunner_worker;
+-- The leadership lease of the daemon that exports cluster-wide gauges.
+GRANT SELECT, INSERT, UPDATE, DELETE ON ops_leaders TO opsrunner_worker;
 -- Operators bind application roles to tenants (`opsrunner tenants`).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_tenant_roles TO opsrunner_worker;
 GRANT SELECT, UPDATE ON ops_app_limits TO opsrunner_worker;

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::db::Pool;
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -17,7 +18,6 @@ use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiConfig, Config};
@@ -260,6 +260,7 @@ async fn timeout_and_metrics(
 /// `opsrunner serve`: checks the schema, binds `api.listen`, tells systemd
 /// it is ready, serves until `stop`, then drains in-flight requests.
 pub async fn serve(state: ApiState, stop: CancellationToken) -> Result<()> {
+    crate::metrics::zero_counters(crate::metrics::catalog::Exporter::Api, &[], &[]);
     {
         let client = state.pool.get().await.map_err(Error::from)?;
         crate::db::migrate::check_schema(&client).await?;

@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_lean_transitions",
         sql: include_str!("../../sql/migrations/0010_lean_transitions.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_leaders",
+        sql: include_str!("../../sql/migrations/0011_leaders.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

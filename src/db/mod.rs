@@ -29,7 +29,7 @@ pub const CLI_APPLICATION_NAME: &str = "opsrunner-cli";
 use std::future::Future;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 
 use crate::config::{DbConfig, DbUrl};
 use crate::error::{Error, Result};
@@ -84,6 +84,93 @@ pub enum Plans {
     Generic,
 }
 
+/// A connection pool with a name for its metrics (`pool="worker"`, `"api"`):
+/// the time each checkout waits is recorded, and its size, idle and waiting
+/// counts are published at every scrape ([`publish_pool_gauges`]).
+#[derive(Clone)]
+pub struct Pool {
+    inner: deadpool_postgres::Pool,
+    label: &'static str,
+}
+
+/// Pools alive in this process, weakly held (a dropped pool closes as
+/// before and leaves the list at the next scrape).
+static POOLS: std::sync::Mutex<Vec<(&'static str, deadpool_postgres::WeakPool)>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl Pool {
+    fn new(inner: deadpool_postgres::Pool, label: &'static str) -> Self {
+        if let Ok(mut pools) = POOLS.lock() {
+            pools.push((label, inner.weak()));
+        }
+        Self { inner, label }
+    }
+
+    /// A connection, waiting at most `db.acquire_timeout`; the wait is
+    /// recorded in `opsrunner_db_pool_acquire_seconds`.
+    pub async fn get(
+        &self,
+    ) -> std::result::Result<deadpool_postgres::Object, deadpool_postgres::PoolError> {
+        let start = std::time::Instant::now();
+        let got = self.inner.get().await;
+        metrics::histogram!("opsrunner_db_pool_acquire_seconds", "pool" => self.label)
+            .record(start.elapsed().as_secs_f64());
+        got
+    }
+
+    /// Size, idle and waiting counts now.
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.inner.status()
+    }
+
+    /// Closes the pool: waiting and later checkouts fail, idle connections
+    /// are closed.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// The `pool` label of its metrics.
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+}
+
+/// Sets the pool gauges of every live pool (called before each scrape).
+/// Two pools with one label (tests) add up.
+pub fn publish_pool_gauges() {
+    let Ok(mut pools) = POOLS.lock() else {
+        return;
+    };
+    pools.retain(|(_, weak)| weak.upgrade().is_some());
+    let mut by_label: Vec<(&'static str, [usize; 4])> = Vec::new();
+    for (label, weak) in pools.iter() {
+        let Some(p) = weak.upgrade() else { continue };
+        let s = p.status();
+        let row = [s.size, s.max_size, s.available, s.waiting];
+        match by_label.iter_mut().find(|(l, _)| l == label) {
+            Some((_, sum)) => sum.iter_mut().zip(row).for_each(|(a, b)| *a += b),
+            None => by_label.push((label, row)),
+        }
+    }
+    drop(pools);
+    for (label, [size, max, available, waiting]) in by_label {
+        metrics::gauge!("opsrunner_db_pool_size", "pool" => label).set(size as f64);
+        metrics::gauge!("opsrunner_db_pool_max_size", "pool" => label).set(max as f64);
+        metrics::gauge!("opsrunner_db_pool_available", "pool" => label).set(available as f64);
+        metrics::gauge!("opsrunner_db_pool_waiting", "pool" => label).set(waiting as f64);
+    }
+}
+
+/// The `pool` label for a pool of `application_name`.
+fn pool_label(application_name: &str) -> &'static str {
+    match application_name {
+        WORKER_APPLICATION_NAME => "worker",
+        API_APPLICATION_NAME => "api",
+        CLI_APPLICATION_NAME => "cli",
+        _ => "other",
+    }
+}
+
 /// A pool whose connections carry [`session_config`] (and, with
 /// [`Plans::Generic`], forced generic plans).
 pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str, plans: Plans) -> Result<Pool> {
@@ -99,13 +186,14 @@ pub fn pool(url: &DbUrl, db: &DbConfig, application_name: &str, plans: Plans) ->
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(mgr)
+    deadpool_postgres::Pool::builder(mgr)
         .max_size(db.pool_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(db.acquire_timeout))
         .create_timeout(Some(db.connect_timeout))
         .recycle_timeout(Some(db.connect_timeout))
         .build()
+        .map(|p| Pool::new(p, pool_label(application_name)))
         .map_err(|e| Error::Pool(e.to_string()))
 }
 

@@ -36,6 +36,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("worker/prune.sql", PRUNE),
     ("worker/queued_estimate.sql", QUEUED_ESTIMATE),
     ("worker/try_lead.sql", TRY_LEAD),
+    ("worker/lead_lease.sql", LEAD_LEASE),
+    ("worker/resign_lease.sql", RESIGN_LEASE),
     ("worker/db_clock.sql", DB_CLOCK),
     ("shared/tenant_bind.sql", TENANT_BIND),
     ("shared/tenant_unbind.sql", TENANT_UNBIND),
@@ -80,6 +82,8 @@ const QUEUE_STATS: &str = include_str!("../../sql/queries/worker/queue_stats.sql
 const PRUNE: &str = include_str!("../../sql/queries/worker/prune.sql");
 const QUEUED_ESTIMATE: &str = include_str!("../../sql/queries/worker/queued_estimate.sql");
 const TRY_LEAD: &str = include_str!("../../sql/queries/worker/try_lead.sql");
+const LEAD_LEASE: &str = include_str!("../../sql/queries/worker/lead_lease.sql");
+const RESIGN_LEASE: &str = include_str!("../../sql/queries/worker/resign_lease.sql");
 const OLDEST_SNAPSHOT: &str = include_str!("../../sql/queries/worker/oldest_snapshot.sql");
 const TENANT_BIND: &str = include_str!("../../sql/queries/shared/tenant_bind.sql");
 const TENANT_UNBIND: &str = include_str!("../../sql/queries/shared/tenant_unbind.sql");
@@ -209,6 +213,20 @@ pub(crate) async fn heartbeat(
 pub(crate) struct Rescued {
     pub requeued: u64,
     pub failed: u64,
+    /// Each rescued job, for the log.
+    pub jobs: Vec<RescuedJob>,
+}
+
+/// One job the rescuer moved.
+pub(crate) struct RescuedJob {
+    pub id: Uuid,
+    /// `queued` (another attempt) or `failed`.
+    pub status: String,
+    pub job_type: String,
+    pub queue: String,
+    pub attempt: i32,
+    /// Which worker stopped renewing the lease.
+    pub error: Option<String>,
 }
 
 /// `worker/rescue.sql`: up to `batch` expired leases back to `queued`, or to
@@ -220,15 +238,24 @@ pub(crate) async fn rescue(
 ) -> Result<Rescued> {
     let stmt = c.prepare_cached(RESCUE).await?;
     let rows = c.query(&stmt, &[&batch, &max_lease_secs]).await?;
-    let mut failed = 0;
-    for r in &rows {
-        if r.try_get::<_, &str>(1)? == "failed" {
-            failed += 1;
-        }
-    }
+    let jobs = rows
+        .iter()
+        .map(|r| {
+            Ok(RescuedJob {
+                id: r.try_get(0)?,
+                status: r.try_get(1)?,
+                job_type: r.try_get(2)?,
+                queue: r.try_get(3)?,
+                attempt: r.try_get(4)?,
+                error: r.try_get(5)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let failed = jobs.iter().filter(|j| j.status == "failed").count() as u64;
     Ok(Rescued {
-        requeued: rows.len() as u64 - failed,
+        requeued: jobs.len() as u64 - failed,
         failed,
+        jobs,
     })
 }
 
@@ -335,6 +362,24 @@ pub(crate) async fn db_now(c: &impl GenericClient) -> Result<f64> {
 /// `worker/queued_estimate.sql`: queued jobs, counted up to 10,001.
 pub(crate) async fn queued_estimate(c: &impl GenericClient) -> Result<i64> {
     Ok(c.query_one(QUEUED_ESTIMATE, &[]).await?.try_get(0)?)
+}
+
+/// `worker/lead_lease.sql`: true when `owner` holds the lease `name` for
+/// the next `secs` seconds.
+pub(crate) async fn lead_lease(
+    c: &impl CachingClient,
+    name: &str,
+    owner: &str,
+    secs: f64,
+) -> Result<bool> {
+    let stmt = c.prepare_cached(LEAD_LEASE).await?;
+    Ok(c.query_opt(&stmt, &[&name, &owner, &secs]).await?.is_some())
+}
+
+/// `worker/resign_lease.sql`: gives up `name` if `owner` holds it.
+pub(crate) async fn resign_lease(c: &impl GenericClient, name: &str, owner: &str) -> Result<()> {
+    c.execute(RESIGN_LEASE, &[&name, &owner]).await?;
+    Ok(())
 }
 
 /// `worker/try_lead.sql`: true when this transaction now holds lock `key`.

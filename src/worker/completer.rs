@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::backoff::Backoff;
 use super::executor::{Completion, Outcome};
+use super::outcome_log::Logged;
 use super::state::Shared;
 use crate::db::{self, is_transient, queries};
 use crate::error::Result;
@@ -140,6 +141,43 @@ fn columns(batch: &[Completion]) -> queries::CompleteColumns {
     cols
 }
 
+/// The log line of a written outcome: failures at WARN, retries and
+/// cancellations at INFO, successes and graceful requeues at DEBUG; within
+/// the rate limit of [`super::outcome_log`].
+fn log_outcome(shared: &Shared, c: &Completion) {
+    let (what, error) = match &c.outcome {
+        Outcome::Failed(e) => (Logged::Failed, e),
+        Outcome::Retry { error, .. } => (Logged::Retried, error),
+        Outcome::Cancelled(e) => (Logged::Cancelled, e),
+        Outcome::Succeeded(_) | Outcome::Requeue(_) | Outcome::Abandon => {
+            tracing::debug!(job_id = %c.id, job_type = %c.job_type, outcome = c.outcome.label(), "job finished");
+            return;
+        }
+    };
+    if !shared.outcome_log.allow(what) {
+        return;
+    }
+    let error = bound_error(error);
+    let duration_ms = c.duration.as_millis() as u64;
+    match &c.outcome {
+        Outcome::Retry { delay, .. } => tracing::info!(
+            job_id = %c.id, job_type = %c.job_type, queue = %c.queue, attempt = c.attempt,
+            duration_ms, retry_in_ms = delay.as_millis() as u64, error = %error,
+            "job attempt failed; it will be retried"
+        ),
+        Outcome::Cancelled(_) => tracing::info!(
+            job_id = %c.id, job_type = %c.job_type, queue = %c.queue, attempt = c.attempt,
+            duration_ms, error = %error,
+            "job cancelled"
+        ),
+        _ => tracing::warn!(
+            job_id = %c.id, job_type = %c.job_type, queue = %c.queue, attempt = c.attempt,
+            duration_ms, error = %error,
+            "job failed"
+        ),
+    }
+}
+
 /// Stats, metrics and the fencing log for a written batch, then forgets its
 /// jobs.
 fn record_outcomes(shared: &Shared, written: &HashSet<Uuid>, batch: &[Completion]) {
@@ -160,6 +198,7 @@ fn record_outcomes(shared: &Shared, written: &HashSet<Uuid>, batch: &[Completion
         };
         if written.contains(&c.id) {
             kind.fetch_add(1, Ordering::Relaxed);
+            log_outcome(shared, c);
             let outcome = c.outcome.label();
             let labels = [
                 ("job_type", c.job_type.clone()),
@@ -176,9 +215,20 @@ fn record_outcomes(shared: &Shared, written: &HashSet<Uuid>, batch: &[Completion
                 .stale_completions
                 .fetch_add(1, Ordering::Relaxed);
             metrics::counter!("opsrunner_stale_completions_total").increment(1);
-            tracing::warn!(job_id = %c.id, attempt = c.attempt, "completion refused: this worker no longer holds the job's lease");
+            if shared.outcome_log.allow(Logged::Refused) {
+                tracing::warn!(
+                    job_id = %c.id,
+                    job_type = %c.job_type,
+                    queue = %c.queue,
+                    attempt = c.attempt,
+                    duration_ms = c.duration.as_millis() as u64,
+                    "job outcome refused: this worker no longer holds the job's lease \
+                     (the rescuer or another worker has it)"
+                );
+            }
         }
     }
+    shared.outcome_log.flush_if_due();
     shared
         .running
         .forget(batch.iter().map(|c| (c.id, c.attempt)));

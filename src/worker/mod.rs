@@ -25,6 +25,7 @@ mod flag_cache;
 mod heartbeat;
 mod listener;
 mod maintenance;
+mod outcome_log;
 mod prefetch;
 mod reload;
 mod running;
@@ -82,6 +83,7 @@ impl Worker {
             call_timeout,
             policy,
             stats: Arc::new(Stats::default()),
+            outcome_log: Default::default(),
         };
         let (ready_tx, _) = watch::channel(false);
         Ok(Self {
@@ -123,6 +125,9 @@ impl Worker {
     /// [`Error::TaskStopped`] when one of its tasks ends on its own.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let shared = self.shared.clone();
+        // Before anything can happen: counters at 0, so rate() sees the first event.
+        shared.publish_static_metrics();
+        metrics::gauge!("opsrunner_maintenance_leader").set(0.0);
         if !wait_for_schema(&shared, &shutdown).await? {
             return Ok(());
         }

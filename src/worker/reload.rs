@@ -45,6 +45,7 @@ impl Reloader {
             needs_restart.push("db.*");
         }
         self.shared.live.replace(new, registry);
+        self.shared.publish_static_metrics();
         // New job types or shorter intervals: look for work now.
         self.shared.signals.flags_changed.notify_one();
         self.shared.signals.wake.notify_one();

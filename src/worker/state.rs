@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use deadpool_postgres::Pool;
+use crate::db::Pool;
 use tokio::sync::Notify;
 
 use super::flag_cache::FlagSet;
@@ -169,12 +169,27 @@ pub(crate) struct Shared {
     pub policy: crate::policy::Policy,
     /// Counters for tests, embedders and STATUS=.
     pub stats: Arc<Stats>,
+    /// Rate limit of the per-job outcome lines.
+    pub outcome_log: super::outcome_log::OutcomeLog,
 }
 
 impl Shared {
     /// The current `[worker]` settings.
     pub fn cfg(&self) -> Arc<WorkerConfig> {
         self.live.cfg()
+    }
+
+    /// The metrics the configuration decides: every known counter label set
+    /// at 0 (registered types × configured queues × outcomes, reasons,
+    /// sources) and the slot count. At start and after each reload.
+    pub fn publish_static_metrics(&self) {
+        let cfg = self.cfg();
+        crate::metrics::zero_counters(
+            crate::metrics::catalog::Exporter::Worker,
+            &self.live.registry().sorted_job_types(),
+            &cfg.queues,
+        );
+        metrics::gauge!("opsrunner_worker_slots").set(cfg.concurrency as f64);
     }
 
     /// Counts a failed database call.

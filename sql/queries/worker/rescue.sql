@@ -30,4 +30,4 @@ SET status = CASE WHEN j.attempt >= j.max_attempts
     finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END
 FROM expired
 WHERE j.id = expired.id
-RETURNING j.id, j.status::text
+RETURNING j.id, j.status::text, j.job_type, j.queue, j.attempt, j.error

@@ -72,6 +72,20 @@ async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Share
     Ok(())
 }
 
+/// Sets every leader-only gauge to 0: called when this daemon stops
+/// leading, so that a `sum()` over daemons counts the new leader's alone.
+pub(super) fn zero_leader_gauges() {
+    if let Ok(seen) = SEEN_QUEUES.lock() {
+        for q in seen.iter() {
+            metrics::gauge!("opsrunner_queue_depth", "queue" => q.clone()).set(0.0);
+            metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => q.clone()).set(0.0);
+        }
+    }
+    metrics::gauge!("opsrunner_notification_queue_usage_ratio").set(0.0);
+    metrics::gauge!("opsrunner_oldest_snapshot_age_seconds").set(0.0);
+    metrics::gauge!("opsrunner_replication_slot_xmin_age_transactions").set(0.0);
+}
+
 /// Cheap (a look at shared memory), so every tick: a full notification queue
 /// stops every NOTIFY in the cluster.
 pub(super) async fn publish_notification_queue_usage(

@@ -5,7 +5,9 @@
 //! - the rescuer (`rescuer.rs`): expired leases go back to `queued` (or
 //!   `failed` when out of attempts) within `rescue_interval` of expiring, and
 //!   queued jobs with `cancel_requested` become `cancelled`;
-//! - the queue gauges (`gauges.rs`), published by the leader alone;
+//! - the queue gauges (`gauges.rs`), published by the holder of the
+//!   `maintenance` lease in `ops_leaders` alone (`rescuer.rs` takes and
+//!   renews it each tick; a daemon that loses it zeroes its gauges);
 //! - retention (`pruner.rs`), every `retention.interval`, under a lock of its
 //!   own;
 //! - on every daemon, leader or not, once a minute: queued jobs of types it
@@ -32,12 +34,18 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut next_prune = tokio::time::Instant::now() + shared.retention.interval;
     let mut next_stats = tokio::time::Instant::now();
     let mut next_unhandled = tokio::time::Instant::now();
+    let mut leadership = rescuer::Leadership { leads: false };
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                if leadership.leads && let Err(e) = rescuer::resign(&shared).await {
+                    tracing::debug!(error = %e, "could not resign the maintenance lease; it expires by itself");
+                }
+                return;
+            }
             _ = tokio::time::sleep(shared.cfg().rescue_interval) => {}
         }
-        match rescuer::tick(&shared, &mut next_stats).await {
+        match rescuer::tick(&shared, &mut next_stats, &mut leadership).await {
             Ok(None) => {}
             Ok(Some(t)) => {
                 if t.requeued + t.failed > 0 {

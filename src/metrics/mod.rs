@@ -3,8 +3,14 @@
 //! `/metrics`, `/healthz`, `/readyz` endpoints, on 127.0.0.1:9464 by default.
 //!
 //! Queue depth and oldest-queued age come from one periodic query run by the
-//! elected maintenance leader only, never from a scan per scrape: take `max()`
-//! over instances in PromQL.
+//! maintenance leader only, never from a scan per scrape; a daemon that
+//! loses the leadership sets them to 0, so a `sum()` over instances is right
+//! (and `opsrunner_maintenance_leader` says who leads).
+//!
+//! Every metric is listed, with its help text, in [`catalog`].
+
+pub mod catalog;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -16,51 +22,111 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use catalog::{CATALOG, Exporter, Kind};
 
-/// Seconds; from a 5 ms no-op to an hour-long job.
-const DURATION_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-];
-/// Seconds from `run_at` to claim.
-const WAIT_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
-
-/// Seconds to answer an HTTP request.
-const HTTP_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// The package version, as `opsrunner_build_info{version}` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit built from (build.rs), as `opsrunner_build_info{commit}`.
+pub const COMMIT: &str = env!("OPSRUNNER_COMMIT");
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process-wide recorder (once; later calls return the same handle).
+/// Installs the process-wide recorder (once; later calls return the same
+/// handle): every catalogued metric described (HELP text and unit),
+/// histogram buckets set, and `opsrunner_build_info` at 1.
 pub fn install() -> Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("opsrunner_job_duration_seconds".into()),
-            DURATION_BUCKETS,
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("opsrunner_job_queue_wait_seconds".into()),
-                WAIT_BUCKETS,
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("opsrunner_http_request_duration_seconds".into()),
-                HTTP_BUCKETS,
-            )
-        })
-        .map_err(|e| Error::Config(format!("metrics: {e}")))?
-        .build_recorder();
+    let mut builder = PrometheusBuilder::new();
+    for m in CATALOG.iter().filter(|m| m.kind == Kind::Histogram) {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(m.name.into()), m.buckets)
+            .map_err(|e| Error::Config(format!("metrics: {e}")))?;
+    }
+    let recorder = builder.build_recorder();
     let handle = recorder.handle();
     // Another recorder (an embedding program's) wins; we still render ours.
-    let _ = metrics::set_global_recorder(recorder);
+    if metrics::set_global_recorder(recorder).is_ok() {
+        describe_all();
+        metrics::gauge!("opsrunner_build_info", "version" => VERSION, "commit" => COMMIT).set(1.0);
+    }
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Gives the recorder the help text and unit of every catalogued metric
+/// (the `process_*` ones are rendered by [`process`] instead).
+fn describe_all() {
+    for m in CATALOG.iter().filter(|m| !m.name.starts_with("process_")) {
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.unit, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
+            Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
+        }
+    }
+}
+
+/// Registers at 0 every counter of `who` without labels, and each label
+/// set of the counters whose values are known in advance, so that
+/// `rate()` and `increase()` see the first event. `job_types` and `queues`
+/// are the worker's registered types and configured queues (ignored for
+/// the shim). `opsrunner dev`, which runs both, calls it for each.
+pub fn zero_counters(who: Exporter, job_types: &[String], queues: &[String]) {
+    for m in CATALOG.iter().filter(|m| {
+        m.kind == Kind::Counter
+            && m.labels.is_empty()
+            && !m.name.starts_with("process_")
+            && catalog::exported_by(m, who)
+    }) {
+        metrics::counter!(m.name).increment(0);
+    }
+    let stage = match who {
+        Exporter::Api => "api",
+        _ => "worker",
+    };
+    for r in crate::policy::Refusal::ALL {
+        metrics::counter!("opsrunner_policy_token_refusals_total", "reason" => r.code(), "stage" => stage)
+            .increment(0);
+    }
+    if who == Exporter::Api {
+        for &reason in catalog::AUTH_FAILURE_REASONS {
+            metrics::counter!("opsrunner_api_auth_failures_total", "reason" => reason).increment(0);
+        }
+        for &limit in catalog::RATE_LIMITS {
+            metrics::counter!("opsrunner_api_rate_limited_total", "limit" => limit).increment(0);
+        }
+        return;
+    }
+    for &source in catalog::PICKUP_SOURCES {
+        metrics::counter!("opsrunner_job_pickups_total", "source" => source).increment(0);
+    }
+    let mut labels: Vec<String> = vec!["default".into()];
+    labels.extend(queues.iter().filter(|q| *q != "default").cloned());
+    for t in job_types {
+        for q in &labels {
+            metrics::counter!("opsrunner_jobs_claimed_total", "job_type" => t.clone(), "queue" => q.clone())
+                .increment(0);
+            for &outcome in catalog::OUTCOMES {
+                metrics::counter!(
+                    "opsrunner_jobs_completed_total",
+                    "job_type" => t.clone(), "queue" => q.clone(), "outcome" => outcome
+                )
+                .increment(0);
+            }
+        }
+    }
+}
+
+/// What `/metrics` answers: the recorder's families, with the pool gauges
+/// refreshed first, and the `process_*` families.
+pub fn render(handle: &PrometheusHandle) -> String {
+    crate::db::publish_pool_gauges();
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    text.push_str(&process::render(&process::sample()));
+    text
 }
 
 /// Readiness: `None` when ready, else why not.
@@ -114,7 +180,7 @@ pub async fn serve(
         }
     });
     let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/metrics", get(move || std::future::ready(render(&handle))))
         .route("/healthz", get(|| std::future::ready("ok")))
         .route(
             "/readyz",
