@@ -747,3 +747,49 @@ command = ["/bin/sh", "-c", "exit 65"]
     );
     assert_eq!(summary["level"], "WARN");
 }
+
+/// The metric names a PromQL text uses: every `opsrunner_…` or `process_…`
+/// token, without the histogram suffixes.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices(['o', 'p']) {
+        let rest = &text[i..];
+        if !(rest.starts_with("opsrunner_") || rest.starts_with("process_"))
+            || text[..i].chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|f| opsrunner::metrics::catalog::find(f).is_some())
+            .map(str::to_string)
+            .unwrap_or(name);
+        out.insert(family);
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_and_the_alert_rules_use_only_catalogued_metrics() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard = std::fs::read_to_string(format!("{root}/docs/grafana/opsrunner.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10));
+    let alerts = std::fs::read_to_string(format!("{root}/docs/prometheus/alerts.yml")).unwrap();
+    let doc = std::fs::read_to_string(format!("{root}/docs/metrics.md")).unwrap();
+    assert!(doc.contains(&format!("```yaml\n{alerts}```")), "docs/metrics.md's rules are not docs/prometheus/alerts.yml");
+    for (file, text) in [("opsrunner.json", &dashboard), ("alerts.yml", &alerts)] {
+        let names = metric_names(text);
+        assert!(names.len() >= 10, "{file}: {names:?}");
+        let unknown: Vec<_> = names
+            .iter()
+            .filter(|n| opsrunner::metrics::catalog::find(n).is_none())
+            .collect();
+        assert!(unknown.is_empty(), "{file} uses metrics not in the catalogue: {unknown:?}");
+    }
+}
