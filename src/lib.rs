@@ -71,6 +71,7 @@ pub mod handlers;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
+pub mod overview;
 pub mod policy;
 pub mod secret_env;
 pub mod systemd;

@@ -505,3 +505,94 @@ async fn migrate_waits_for_a_database_that_comes_up_late_and_fails_at_once_witho
     assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not reachable yet"));
 }
+
+/// `opsrunner stats --json` and `opsrunner top` over a pipe, as a member of
+/// the worker role (the operators' role), while another session holds row
+/// locks on queued jobs and the ROW EXCLUSIVE lock every claim takes: the
+/// reads wait for neither, and count what is queued, scheduled and running
+/// and which daemon runs it and leads maintenance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_top_read_the_queue_without_waiting_for_locks_workers_hold() {
+    let db = roles_db().await;
+    let operator = db.login("opsrunner_worker").await;
+    let c = db.client().await;
+    enable(&c, &["sleep"]).await;
+    let _w = WorkerProcess::start_url(&operator, &[]).await;
+    let running = insert_job(&c, "sleep", serde_json::json!({"ms": 20_000})).await;
+    wait_status(&c, running, "running", Duration::from_secs(10)).await;
+    for _ in 0..2 {
+        insert_job(&c, "noop", serde_json::json!({})).await;
+    }
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, run_at) VALUES ('sleep', now() + interval '1 hour')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute(
+        "LOCK TABLE ops_jobs IN ROW EXCLUSIVE MODE; \
+         SELECT id FROM ops_jobs WHERE job_type = 'noop' FOR UPDATE",
+    )
+    .await
+    .unwrap();
+    let stats = wait_for(
+        Duration::from_secs(15),
+        "stats with the leader and the running job",
+        || async {
+            let out = tokio::time::timeout(
+                Duration::from_secs(10),
+                opsrunner_cli(&operator, &["stats", "--json"], &[]),
+            )
+            .await
+            .expect("stats waited for a lock");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let leader = v["daemons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["running"] == 1 && d["leads_maintenance"] == true);
+            leader.then_some(v)
+        },
+    )
+    .await;
+    let row = |t: &str| {
+        stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["job_type"] == t && q["queue"] == "default")
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} row: {stats}"))
+    };
+    assert_eq!(row("noop")["queued"], 2, "{stats}");
+    assert!(row("noop")["oldest_queued_age_seconds"].as_f64().is_some());
+    assert_eq!(row("sleep")["running"], 1, "{stats}");
+    assert_eq!(row("sleep")["scheduled"], 1, "{stats}");
+    assert_eq!(stats["daemons"].as_array().unwrap().len(), 1, "{stats}");
+
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        opsrunner_cli(&operator, &["top"], &[]),
+    )
+    .await
+    .expect("top over a pipe prints once and exits");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("JOB TYPE"), "{text}");
+    assert!(
+        text.contains("maintenance leader") && !text.contains("\x1b["),
+        "{text}"
+    );
+    tx.rollback().await.unwrap();
+}

@@ -755,7 +755,10 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     for (i, _) in text.match_indices(['o', 'p']) {
         let rest = &text[i..];
         if !(rest.starts_with("opsrunner_") || rest.starts_with("process_"))
-            || text[..i].chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            || text[..i]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             continue;
         }
@@ -778,11 +781,15 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 fn the_dashboard_and_the_alert_rules_use_only_catalogued_metrics() {
     let root = env!("CARGO_MANIFEST_DIR");
     let dashboard = std::fs::read_to_string(format!("{root}/docs/grafana/opsrunner.json")).unwrap();
-    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("the dashboard is JSON");
     assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10));
     let alerts = std::fs::read_to_string(format!("{root}/docs/prometheus/alerts.yml")).unwrap();
     let doc = std::fs::read_to_string(format!("{root}/docs/metrics.md")).unwrap();
-    assert!(doc.contains(&format!("```yaml\n{alerts}```")), "docs/metrics.md's rules are not docs/prometheus/alerts.yml");
+    assert!(
+        doc.contains(&format!("```yaml\n{alerts}```")),
+        "docs/metrics.md's rules are not docs/prometheus/alerts.yml"
+    );
     for (file, text) in [("opsrunner.json", &dashboard), ("alerts.yml", &alerts)] {
         let names = metric_names(text);
         assert!(names.len() >= 10, "{file}: {names:?}");
@@ -790,6 +797,9 @@ fn the_dashboard_and_the_alert_rules_use_only_catalogued_metrics() {
             .iter()
             .filter(|n| opsrunner::metrics::catalog::find(n).is_none())
             .collect();
-        assert!(unknown.is_empty(), "{file} uses metrics not in the catalogue: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics not in the catalogue: {unknown:?}"
+        );
     }
 }

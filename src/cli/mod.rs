@@ -22,6 +22,7 @@ pub mod logging;
 mod schema;
 mod tenants;
 mod token;
+mod top;
 
 pub use ctx::Ctx;
 
@@ -99,6 +100,24 @@ pub enum Command {
         /// What to do with bindings.
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// A live view of the queue: per job type and queue, queued, scheduled,
+    /// running, finished per minute and the oldest age, and the daemons
+    /// holding leases. Refreshes every second; q or Ctrl-C quits. Not on a
+    /// terminal (a pipe), it prints one table and exits.
+    Top {
+        /// Print one table and exit.
+        #[arg(long)]
+        once: bool,
+        /// Between refreshes (slower by itself when a read takes long).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
+    /// The numbers `top` shows, once: a table, or JSON for scripts.
+    Stats {
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// A throwaway local setup: Postgres (when DATABASE_URL is unset),
     /// migrations, a worker and a demo job.
@@ -396,6 +415,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs { command } => jobs::run(command, &ctx, out).await,
         Command::Flags { command } => flags::run(command, &ctx, out).await,
         Command::Tenants { command } => tenants::run(command, &ctx, out).await,
+        Command::Top { once, interval } => top::top(&ctx, once, interval, out).await,
+        Command::Stats { json } => top::stats(&ctx, json, out).await,
     }
 }
 

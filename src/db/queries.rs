@@ -69,6 +69,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("shared/list_flags.sql", LIST_FLAGS),
     ("shared/list_jobs.sql", LIST_JOBS),
     ("shared/show_job.sql", SHOW_JOB),
+    ("shared/overview_queues.sql", OVERVIEW_QUEUES),
+    ("shared/overview_daemons.sql", OVERVIEW_DAEMONS),
     ("shared/job_events.sql", JOB_EVENTS),
 ];
 
@@ -115,6 +117,8 @@ const KEY_REVOKE: &str = include_str!("../../sql/queries/shared/key_revoke.sql")
 const LIST_FLAGS: &str = include_str!("../../sql/queries/shared/list_flags.sql");
 const LIST_JOBS: &str = include_str!("../../sql/queries/shared/list_jobs.sql");
 const SHOW_JOB: &str = include_str!("../../sql/queries/shared/show_job.sql");
+const OVERVIEW_QUEUES: &str = include_str!("../../sql/queries/shared/overview_queues.sql");
+const OVERVIEW_DAEMONS: &str = include_str!("../../sql/queries/shared/overview_daemons.sql");
 const JOB_EVENTS: &str = include_str!("../../sql/queries/shared/job_events.sql");
 
 // ---------------------------------------------------------------- worker
@@ -799,4 +803,76 @@ pub(crate) async fn tenant_unbind(c: &impl GenericClient, role: &str, by: &str) 
 /// `shared/tenant_list.sql`.
 pub(crate) async fn tenant_list(c: &impl GenericClient) -> Result<Vec<Row>> {
     Ok(c.query(TENANT_LIST, &[]).await?)
+}
+
+/// One job type in one queue, as `shared/overview_queues.sql` counts it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueOverview {
+    /// The job type.
+    pub job_type: String,
+    /// The queue.
+    pub queue: String,
+    /// Queued and runnable now.
+    pub queued: i64,
+    /// Queued for later (`run_at` ahead).
+    pub scheduled: i64,
+    /// Running (claimed by a daemon).
+    pub running: i64,
+    /// Succeeded in the last minute.
+    pub succeeded_last_minute: i64,
+    /// Failed in the last minute.
+    pub failed_last_minute: i64,
+    /// Cancelled in the last minute.
+    pub cancelled_last_minute: i64,
+    /// Age of the oldest runnable job; `None` when none waits.
+    pub oldest_queued_age_seconds: Option<f64>,
+}
+
+/// `shared/overview_queues.sql`.
+pub async fn overview_queues(c: &impl GenericClient) -> Result<Vec<QueueOverview>> {
+    let rows = c.query(OVERVIEW_QUEUES, &[]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(QueueOverview {
+                job_type: r.try_get(0)?,
+                queue: r.try_get(1)?,
+                queued: r.try_get(2)?,
+                scheduled: r.try_get(3)?,
+                running: r.try_get(4)?,
+                succeeded_last_minute: r.try_get(5)?,
+                failed_last_minute: r.try_get(6)?,
+                cancelled_last_minute: r.try_get(7)?,
+                oldest_queued_age_seconds: r.try_get(8)?,
+            })
+        })
+        .collect()
+}
+
+/// A daemon holding leases, as `shared/overview_daemons.sql` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DaemonOverview {
+    /// Its lease owner name (`host:pid:random`).
+    pub owner: String,
+    /// Jobs it runs.
+    pub running: i64,
+    /// Until its latest job lease expires (a heartbeat renews it); `None`
+    /// when it runs nothing.
+    pub lease_expires_in_seconds: Option<f64>,
+    /// It holds the maintenance lease (and exports the queue gauges).
+    pub leads_maintenance: bool,
+}
+
+/// `shared/overview_daemons.sql`.
+pub async fn overview_daemons(c: &impl GenericClient) -> Result<Vec<DaemonOverview>> {
+    let rows = c.query(OVERVIEW_DAEMONS, &[]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DaemonOverview {
+                owner: r.try_get(0)?,
+                running: r.try_get(1)?,
+                lease_expires_in_seconds: r.try_get(2)?,
+                leads_maintenance: r.try_get::<_, Option<bool>>(3)?.unwrap_or(false),
+            })
+        })
+        .collect()
 }
