@@ -111,8 +111,8 @@ pub fn render(o: &Overview, lease: Duration) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<48} {:>8} {:>16}  {}",
-        "DAEMON (lease owner)", "RUNNING", "LAST HEARTBEAT", "ROLE"
+        "{:<48} {:>8} {:>16}  ROLE",
+        "DAEMON (lease owner)", "RUNNING", "LAST HEARTBEAT"
     );
     if o.daemons.is_empty() {
         let _ = writeln!(out, "(no daemon holds a lease)");
