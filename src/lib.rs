@@ -73,6 +73,7 @@ pub mod keys;
 pub mod metrics;
 pub mod overview;
 pub mod policy;
+pub mod schedules;
 pub mod secret_env;
 pub mod systemd;
 pub mod tenants;

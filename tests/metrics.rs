@@ -227,7 +227,11 @@ async fn queue_names_nobody_configured_are_one_label_and_add_no_series() {
         (sample(
             &body,
             "opsrunner_jobs_completed_total",
-            &["queue=\"other\"", "outcome=\"succeeded\""],
+            &[
+                "job_type=\"noop\"",
+                "queue=\"other\"",
+                "outcome=\"succeeded\"",
+            ],
         ) == Some(20.0))
         .then_some(body)
     })
@@ -237,7 +241,11 @@ async fn queue_names_nobody_configured_are_one_label_and_add_no_series() {
         sample(
             &body,
             "opsrunner_jobs_completed_total",
-            &["queue=\"default\"", "outcome=\"succeeded\""]
+            &[
+                "job_type=\"noop\"",
+                "queue=\"default\"",
+                "outcome=\"succeeded\""
+            ]
         ),
         Some(1.0)
     );

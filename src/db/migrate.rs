@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_leaders",
         sql: include_str!("../../sql/migrations/0011_leaders.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_schedules",
+        sql: include_str!("../../sql/migrations/0012_schedules.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

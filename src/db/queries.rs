@@ -70,6 +70,14 @@ pub const ALL: &[(&str, &str)] = &[
     ("shared/list_jobs.sql", LIST_JOBS),
     ("shared/show_job.sql", SHOW_JOB),
     ("shared/overview_queues.sql", OVERVIEW_QUEUES),
+    ("schedules/upsert.sql", SCHEDULE_UPSERT),
+    ("schedules/list.sql", SCHEDULE_LIST),
+    ("schedules/slots.sql", SCHEDULE_SLOTS),
+    ("schedules/set_enabled.sql", SCHEDULE_SET_ENABLED),
+    ("schedules/remove.sql", SCHEDULE_REMOVE),
+    ("schedules/due.sql", SCHEDULE_DUE),
+    ("schedules/advance.sql", SCHEDULE_ADVANCE),
+    ("schedules/record_slot.sql", SCHEDULE_RECORD_SLOT),
     ("shared/overview_daemons.sql", OVERVIEW_DAEMONS),
     ("shared/job_events.sql", JOB_EVENTS),
 ];
@@ -118,6 +126,14 @@ const LIST_FLAGS: &str = include_str!("../../sql/queries/shared/list_flags.sql")
 const LIST_JOBS: &str = include_str!("../../sql/queries/shared/list_jobs.sql");
 const SHOW_JOB: &str = include_str!("../../sql/queries/shared/show_job.sql");
 const OVERVIEW_QUEUES: &str = include_str!("../../sql/queries/shared/overview_queues.sql");
+const SCHEDULE_UPSERT: &str = include_str!("../../sql/queries/schedules/upsert.sql");
+const SCHEDULE_LIST: &str = include_str!("../../sql/queries/schedules/list.sql");
+const SCHEDULE_SLOTS: &str = include_str!("../../sql/queries/schedules/slots.sql");
+const SCHEDULE_SET_ENABLED: &str = include_str!("../../sql/queries/schedules/set_enabled.sql");
+const SCHEDULE_REMOVE: &str = include_str!("../../sql/queries/schedules/remove.sql");
+const SCHEDULE_DUE: &str = include_str!("../../sql/queries/schedules/due.sql");
+const SCHEDULE_ADVANCE: &str = include_str!("../../sql/queries/schedules/advance.sql");
+const SCHEDULE_RECORD_SLOT: &str = include_str!("../../sql/queries/schedules/record_slot.sql");
 const OVERVIEW_DAEMONS: &str = include_str!("../../sql/queries/shared/overview_daemons.sql");
 const JOB_EVENTS: &str = include_str!("../../sql/queries/shared/job_events.sql");
 
@@ -270,6 +286,13 @@ pub(crate) async fn cancel_queued(c: &impl CachingClient, batch: i64) -> Result<
     Ok(c.query(&stmt, &[&batch]).await?.len() as u64)
 }
 
+/// `worker/enabled_flags.sql` without the statement cache (in a plain
+/// transaction): the names of the flags that are on.
+pub(crate) async fn enabled_flags_plain(c: &impl GenericClient) -> Result<Vec<String>> {
+    let rows = c.query(ENABLED_FLAGS, &[]).await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
 /// `worker/enabled_flags.sql`: the names of the flags that are on.
 pub(crate) async fn enabled_flags(c: &impl CachingClient) -> Result<Vec<String>> {
     let stmt = c.prepare_cached(ENABLED_FLAGS).await?;
@@ -359,7 +382,7 @@ pub(crate) async fn db_clock(c: &impl GenericClient) -> Result<f64> {
 }
 
 /// `shared/db_now.sql`: the database's `now()`, in Unix seconds.
-pub(crate) async fn db_now(c: &impl GenericClient) -> Result<f64> {
+pub async fn db_now(c: &impl GenericClient) -> Result<f64> {
     Ok(c.query_one(DB_NOW, &[]).await?.try_get(0)?)
 }
 
@@ -875,4 +898,290 @@ pub async fn overview_daemons(c: &impl GenericClient) -> Result<Vec<DaemonOvervi
             })
         })
         .collect()
+}
+
+/// A schedule's definition, as `schedules/upsert.sql` writes it.
+pub struct ScheduleParams<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// The cron expression as given.
+    pub cron: &'a str,
+    /// IANA time zone.
+    pub time_zone: &'a str,
+    /// The job it enqueues.
+    pub job_type: &'a str,
+    /// Its payload.
+    pub payload: &'a Value,
+    /// Its queue.
+    pub queue: &'a str,
+    /// Its priority.
+    pub priority: i16,
+    /// Its attempts.
+    pub max_attempts: i32,
+    /// Its timeout (None: the worker's).
+    pub timeout_secs: Option<f64>,
+    /// `skip`, `latest` or `all`.
+    pub catch_up: &'a str,
+    /// The bound of `all`.
+    pub catch_up_limit: i32,
+    /// The first slot.
+    pub next_slot: Option<DateTime<Utc>>,
+    /// `cli` or `config`.
+    pub source: &'a str,
+    /// Replace an existing schedule of the same source.
+    pub replace: bool,
+    /// Who.
+    pub by: &'a str,
+}
+
+/// `schedules/upsert.sql`: false when the name is taken.
+pub async fn schedule_upsert(c: &impl GenericClient, p: &ScheduleParams<'_>) -> Result<bool> {
+    Ok(c.query_opt(
+        SCHEDULE_UPSERT,
+        &[
+            &p.name,
+            &p.cron,
+            &p.time_zone,
+            &p.job_type,
+            p.payload,
+            &p.queue,
+            &p.priority,
+            &p.max_attempts,
+            &p.timeout_secs,
+            &p.catch_up,
+            &p.catch_up_limit,
+            &p.next_slot,
+            &p.source,
+            &p.replace,
+            &p.by,
+        ],
+    )
+    .await?
+    .is_some())
+}
+
+/// One schedule, as `schedules/list.sql` reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScheduleRow {
+    /// Its name.
+    pub name: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// Its time zone.
+    pub time_zone: String,
+    /// The job type it enqueues.
+    pub job_type: String,
+    /// The payload.
+    pub payload: Value,
+    /// The queue.
+    pub queue: String,
+    /// The priority.
+    pub priority: i16,
+    /// The attempts.
+    pub max_attempts: i32,
+    /// The timeout, seconds.
+    pub timeout_secs: Option<f64>,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// `skip`, `latest` or `all`.
+    pub catch_up: String,
+    /// The bound of `all`.
+    pub catch_up_limit: i32,
+    /// The first slot not yet handled.
+    pub next_slot: Option<DateTime<Utc>>,
+    /// The last slot that enqueued a job.
+    pub last_slot: Option<DateTime<Utc>>,
+    /// That job.
+    pub last_job_id: Option<Uuid>,
+    /// When it was enqueued.
+    pub last_enqueued_at: Option<DateTime<Utc>>,
+    /// Slots a catch-up policy passed over.
+    pub missed_slots: i64,
+    /// `cli` or `config`.
+    pub source: String,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// By whom.
+    pub updated_by: String,
+}
+
+fn schedule_row(r: &Row) -> Result<ScheduleRow> {
+    Ok(ScheduleRow {
+        name: r.try_get(0)?,
+        cron: r.try_get(1)?,
+        time_zone: r.try_get(2)?,
+        job_type: r.try_get(3)?,
+        payload: r.try_get(4)?,
+        queue: r.try_get(5)?,
+        priority: r.try_get(6)?,
+        max_attempts: r.try_get(7)?,
+        timeout_secs: r.try_get(8)?,
+        enabled: r.try_get(9)?,
+        catch_up: r.try_get(10)?,
+        catch_up_limit: r.try_get(11)?,
+        next_slot: r.try_get(12)?,
+        last_slot: r.try_get(13)?,
+        last_job_id: r.try_get(14)?,
+        last_enqueued_at: r.try_get(15)?,
+        missed_slots: r.try_get(16)?,
+        source: r.try_get(17)?,
+        updated_at: r.try_get(18)?,
+        updated_by: r.try_get(19)?,
+    })
+}
+
+/// `schedules/list.sql`: all schedules, or the one named.
+pub async fn schedule_list(c: &impl GenericClient, name: Option<&str>) -> Result<Vec<ScheduleRow>> {
+    c.query(SCHEDULE_LIST, &[&name])
+        .await?
+        .iter()
+        .map(schedule_row)
+        .collect()
+}
+
+/// A handled slot, as `schedules/slots.sql` reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlotRow {
+    /// The slot.
+    pub slot: DateTime<Utc>,
+    /// `enqueued`, `skipped` or `run_now`.
+    pub outcome: String,
+    /// The job it enqueued.
+    pub job_id: Option<Uuid>,
+    /// That job's status now (None once retention removed it).
+    pub job_status: Option<String>,
+    /// Why it was skipped.
+    pub reason: Option<String>,
+    /// When.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `schedules/slots.sql`: the latest `limit` slots of `name`.
+pub async fn schedule_slots(
+    c: &impl GenericClient,
+    name: &str,
+    limit: i64,
+) -> Result<Vec<SlotRow>> {
+    c.query(SCHEDULE_SLOTS, &[&name, &limit])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(SlotRow {
+                slot: r.try_get(0)?,
+                outcome: r.try_get(1)?,
+                job_id: r.try_get(2)?,
+                job_status: r.try_get(3)?,
+                reason: r.try_get(4)?,
+                recorded_at: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+/// `schedules/set_enabled.sql`: false when no CLI-owned schedule has the name.
+pub async fn schedule_set_enabled(
+    c: &impl GenericClient,
+    name: &str,
+    enabled: bool,
+    by: &str,
+    next_slot: Option<DateTime<Utc>>,
+) -> Result<bool> {
+    Ok(
+        c.query_opt(SCHEDULE_SET_ENABLED, &[&name, &enabled, &by, &next_slot])
+            .await?
+            .is_some(),
+    )
+}
+
+/// `schedules/remove.sql`: false when no schedule of `source` has the name.
+pub async fn schedule_remove(c: &impl GenericClient, name: &str, source: &str) -> Result<bool> {
+    Ok(c.query_opt(SCHEDULE_REMOVE, &[&name, &source])
+        .await?
+        .is_some())
+}
+
+/// A due schedule, as `schedules/due.sql` locks it.
+pub struct DueSchedule {
+    /// Its name.
+    pub name: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// Its time zone.
+    pub time_zone: String,
+    /// The job type.
+    pub job_type: String,
+    /// The payload.
+    pub payload: Value,
+    /// The queue.
+    pub queue: String,
+    /// The priority.
+    pub priority: i16,
+    /// The attempts.
+    pub max_attempts: i32,
+    /// The timeout, seconds.
+    pub timeout_secs: Option<f64>,
+    /// `skip`, `latest` or `all`.
+    pub catch_up: String,
+    /// The bound of `all`.
+    pub catch_up_limit: i32,
+    /// The first slot not yet handled.
+    pub next_slot: DateTime<Utc>,
+}
+
+/// `schedules/due.sql`: schedules due at `now`, locked for this transaction.
+pub async fn schedule_due(c: &impl GenericClient, now: DateTime<Utc>) -> Result<Vec<DueSchedule>> {
+    c.query(SCHEDULE_DUE, &[&now])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(DueSchedule {
+                name: r.try_get(0)?,
+                cron: r.try_get(1)?,
+                time_zone: r.try_get(2)?,
+                job_type: r.try_get(3)?,
+                payload: r.try_get(4)?,
+                queue: r.try_get(5)?,
+                priority: r.try_get(6)?,
+                max_attempts: r.try_get(7)?,
+                timeout_secs: r.try_get(8)?,
+                catch_up: r.try_get(9)?,
+                catch_up_limit: r.try_get(10)?,
+                next_slot: r.try_get(11)?,
+            })
+        })
+        .collect()
+}
+
+/// `schedules/advance.sql`.
+pub async fn schedule_advance(
+    c: &impl GenericClient,
+    name: &str,
+    next_slot: Option<DateTime<Utc>>,
+    last_slot: Option<DateTime<Utc>>,
+    last_job: Option<Uuid>,
+    missed: i64,
+) -> Result<()> {
+    c.execute(
+        SCHEDULE_ADVANCE,
+        &[&name, &next_slot, &last_slot, &last_job, &missed],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `schedules/record_slot.sql`.
+pub async fn schedule_record_slot(
+    c: &impl GenericClient,
+    name: &str,
+    slot: DateTime<Utc>,
+    outcome: &str,
+    job: Option<Uuid>,
+    reason: Option<&str>,
+) -> Result<()> {
+    c.execute(
+        SCHEDULE_RECORD_SLOT,
+        &[&name, &slot, &outcome, &job, &reason],
+    )
+    .await?;
+    Ok(())
 }

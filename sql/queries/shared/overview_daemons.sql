@@ -1,4 +1,4 @@
--- `opsrunner top` and `opsrunner stats`: each daemon that holds leases now
+-- `opsrunner top` and `opsrunner stats`. No parameters. Each daemon that holds leases now
 -- (its lease owner name, host:pid:random), how many jobs it runs, and when
 -- its latest lease expires (a heartbeat moves it forward by worker.lease),
 -- plus the holder of the maintenance lease even when it runs nothing. Read

@@ -1,4 +1,4 @@
--- `opsrunner top` and `opsrunner stats`: per job type and queue, the jobs
+-- `opsrunner top` and `opsrunner stats`. No parameters. Per job type and queue, the jobs
 -- queued and runnable now, queued for later (run_at ahead), running, and
 -- succeeded, failed and cancelled in the last minute, with the age of the
 -- oldest runnable job. A plain read (ACCESS SHARE, no row locks): it never
