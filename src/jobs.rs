@@ -591,11 +591,12 @@ pub async fn list(
     status: Option<&str>,
     job_type: Option<&str>,
     limit: i64,
+    schedule: Option<&str>,
 ) -> Result<Vec<JobSummary>> {
     if let Some(s) = status {
         s.parse::<JobStatus>()?;
     }
-    let rows = queries::list_jobs(client, status, job_type, limit.clamp(1, 200)).await?;
+    let rows = queries::list_jobs(client, status, job_type, limit.clamp(1, 200), schedule).await?;
     rows.iter().map(summary).collect()
 }
 

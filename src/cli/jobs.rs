@@ -41,10 +41,17 @@ pub async fn run(command: JobsCommand, ctx: &Ctx, out: &mut impl Write) -> anyho
             status,
             job_type,
             limit,
+            schedule,
             json,
         } => {
-            let jobs =
-                crate::jobs::list(&client, status.as_deref(), job_type.as_deref(), limit).await?;
+            let jobs = crate::jobs::list(
+                &client,
+                status.as_deref(),
+                job_type.as_deref(),
+                limit,
+                schedule.as_deref(),
+            )
+            .await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
             } else {

@@ -19,6 +19,7 @@ mod flags;
 mod jobs;
 mod keys;
 pub mod logging;
+mod schedules;
 mod schema;
 mod tenants;
 mod token;
@@ -100,6 +101,13 @@ pub enum Command {
         /// What to do with bindings.
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Cron schedules: each slot enqueues one job, exactly once, from the
+    /// elected daemon.
+    Schedules {
+        /// What to do with schedules.
+        #[command(subcommand)]
+        command: SchedulesCommand,
     },
     /// A live view of the queue: per job type and queue, queued, scheduled,
     /// running, finished per minute and the oldest age, and the daemons
@@ -211,6 +219,9 @@ pub enum JobsCommand {
         /// At most this many (1..200).
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Only jobs this cron schedule enqueued.
+        #[arg(long)]
+        schedule: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -321,6 +332,82 @@ pub enum TokenCommand {
     },
 }
 
+/// `opsrunner schedules …`.
+#[derive(Subcommand, Debug)]
+pub enum SchedulesCommand {
+    /// Create a schedule (or, with --replace, redefine one made by the CLI).
+    Add {
+        /// Its name.
+        name: String,
+        /// Five cron fields (minute hour day month weekday), or six with
+        /// seconds first, e.g. "0 3 * * *" or "*/10 * * * * *".
+        #[arg(long)]
+        cron: String,
+        /// The job type each slot enqueues.
+        #[arg(long = "type")]
+        job_type: String,
+        /// The jobs' payload, as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// IANA time zone the expression is read in.
+        #[arg(long = "tz", default_value = "UTC")]
+        time_zone: String,
+        /// The jobs' queue.
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// The jobs' priority (-100..100, lower first).
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        priority: i16,
+        /// The jobs' attempts (1..100).
+        #[arg(long, default_value_t = 3)]
+        max_attempts: i32,
+        /// The jobs' timeout, e.g. 30m (default: the worker's).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// After downtime: skip, latest (the most recent missed slot once)
+        /// or all:N (the most recent N missed slots).
+        #[arg(long, default_value = "latest")]
+        catch_up: String,
+        /// Redefine an existing CLI-made schedule of this name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Every schedule: expression, zone, type, next and last slot.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One schedule and its recent slots with the jobs they enqueued.
+    Show {
+        /// Its name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run again from the next slot after now (missed time is not caught up).
+    Enable {
+        /// Its name.
+        name: String,
+    },
+    /// Stop enqueueing (slots while disabled are not caught up later).
+    Disable {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a schedule (its jobs stay).
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Enqueue one extra job of the schedule now (audited).
+    RunNow {
+        /// Its name.
+        name: String,
+    },
+}
+
 /// `opsrunner flags …`.
 #[derive(Subcommand, Debug)]
 pub enum FlagsCommand {
@@ -415,6 +502,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs { command } => jobs::run(command, &ctx, out).await,
         Command::Flags { command } => flags::run(command, &ctx, out).await,
         Command::Tenants { command } => tenants::run(command, &ctx, out).await,
+        Command::Schedules { command } => schedules::run(command, &ctx, out).await,
         Command::Top { once, interval } => top::top(&ctx, once, interval, out).await,
         Command::Stats { json } => top::stats(&ctx, json, out).await,
     }

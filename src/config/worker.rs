@@ -30,6 +30,10 @@ pub struct WorkerConfig {
     /// How often the elected rescuer looks for expired leases.
     #[serde(with = "humantime_serde")]
     pub rescue_interval: Duration,
+    /// How often the elected scheduler enqueues due schedule slots (cron
+    /// has one-second resolution, so at most 1 s keeps slots on time).
+    #[serde(with = "humantime_serde")]
+    pub schedule_interval: Duration,
     /// Periodic flag reload, the backstop for a missed flag NOTIFY.
     #[serde(with = "humantime_serde")]
     pub flags_reload_interval: Duration,
@@ -86,6 +90,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
             rescue_interval: Duration::from_secs(5),
+            schedule_interval: Duration::from_secs(1),
             flags_reload_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
             default_timeout: Duration::from_secs(300),
@@ -110,6 +115,7 @@ impl WorkerConfig {
             ("worker.lease", self.lease),
             ("worker.heartbeat_interval", self.heartbeat_interval),
             ("worker.rescue_interval", self.rescue_interval),
+            ("worker.schedule_interval", self.schedule_interval),
             ("worker.flags_reload_interval", self.flags_reload_interval),
             ("worker.default_timeout", self.default_timeout),
             ("worker.backoff_base", self.backoff_base),

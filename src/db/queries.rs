@@ -792,8 +792,10 @@ pub(crate) async fn list_jobs(
     status: Option<&str>,
     job_type: Option<&str>,
     limit: i64,
+    schedule: Option<&str>,
 ) -> Result<Vec<Row>> {
-    Ok(c.query(LIST_JOBS, &[&status, &job_type, &limit]).await?)
+    Ok(c.query(LIST_JOBS, &[&status, &job_type, &limit, &schedule])
+        .await?)
 }
 
 /// `shared/show_job.sql`.

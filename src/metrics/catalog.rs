@@ -302,6 +302,26 @@ pub const CATALOG: &[Metric] = &[
         Worker,
     ),
     counter(
+        "opsrunner_schedule_slots_total",
+        "Schedule slots handled by this daemon: enqueued, skipped (the type's flag or pause-all off) or missed (passed over by the catch-up policy).",
+        &["schedule", "outcome"],
+        Worker,
+    ),
+    gauge(
+        "opsrunner_schedule_seconds_since_last_enqueue",
+        Unit::Seconds,
+        "Seconds since the schedule last enqueued a job (maintenance leader only).",
+        &["schedule"],
+        Worker,
+    ),
+    gauge(
+        "opsrunner_schedules_behind",
+        Unit::Count,
+        "Enabled schedules whose next slot is more than 60 s overdue (maintenance leader only).",
+        &[],
+        Worker,
+    ),
+    counter(
         "opsrunner_policy_token_refusals_total",
         "Policy tokens refused, by reason and where.",
         &["reason", "stage"],

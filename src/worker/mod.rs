@@ -29,6 +29,7 @@ mod outcome_log;
 mod prefetch;
 mod reload;
 mod running;
+mod scheduler;
 mod shutdown;
 mod state;
 mod stats;
@@ -198,6 +199,10 @@ impl Worker {
             (
                 "maintenance",
                 tokio::spawn(maintenance::run(s.clone(), stop.clone())),
+            ),
+            (
+                "scheduler",
+                tokio::spawn(scheduler::run(s.clone(), stop.clone())),
             ),
             (
                 "systemd notifier",

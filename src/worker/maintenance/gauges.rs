@@ -72,6 +72,41 @@ async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Share
     Ok(())
 }
 
+/// Schedules seen by the last schedule gauge update.
+static SEEN_SCHEDULES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Per schedule, the seconds since its last enqueued job, and how many
+/// enabled schedules are behind their slot (next slot more than the grace
+/// in the past: no daemon is scheduling, or one is stuck).
+pub(super) async fn publish_schedule_gauges(client: &deadpool_postgres::Client) -> Result<()> {
+    let c: &tokio_postgres::Client = client;
+    let now = crate::schedules::db_time(c).await?;
+    let rows = queries::schedule_list(c, None).await?;
+    let grace = chrono::Duration::from_std(crate::schedules::GRACE).unwrap_or_default();
+    let behind = rows
+        .iter()
+        .filter(|s| s.enabled && s.next_slot.is_some_and(|n| n < now - grace))
+        .count();
+    metrics::gauge!("opsrunner_schedules_behind").set(behind as f64);
+    let mut names = Vec::new();
+    for s in &rows {
+        if let Some(t) = s.last_enqueued_at {
+            let secs = (now - t).num_milliseconds() as f64 / 1e3;
+            metrics::gauge!("opsrunner_schedule_seconds_since_last_enqueue", "schedule" => s.name.clone())
+                .set(secs.max(0.0));
+            names.push(s.name.clone());
+        }
+    }
+    if let Ok(mut seen) = SEEN_SCHEDULES.lock() {
+        for gone in seen.iter().filter(|n| !names.contains(n)) {
+            metrics::gauge!("opsrunner_schedule_seconds_since_last_enqueue", "schedule" => gone.clone())
+                .set(0.0);
+        }
+        *seen = names;
+    }
+    Ok(())
+}
+
 /// Sets every leader-only gauge to 0: called when this daemon stops
 /// leading, so that a `sum()` over daemons counts the new leader's alone.
 pub(super) fn zero_leader_gauges() {
@@ -84,6 +119,13 @@ pub(super) fn zero_leader_gauges() {
     metrics::gauge!("opsrunner_notification_queue_usage_ratio").set(0.0);
     metrics::gauge!("opsrunner_oldest_snapshot_age_seconds").set(0.0);
     metrics::gauge!("opsrunner_replication_slot_xmin_age_transactions").set(0.0);
+    metrics::gauge!("opsrunner_schedules_behind").set(0.0);
+    if let Ok(seen) = SEEN_SCHEDULES.lock() {
+        for s in seen.iter() {
+            metrics::gauge!("opsrunner_schedule_seconds_since_last_enqueue", "schedule" => s.clone())
+                .set(0.0);
+        }
+    }
 }
 
 /// Cheap (a look at shared memory), so every tick: a full notification queue

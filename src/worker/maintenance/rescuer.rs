@@ -72,6 +72,7 @@ pub(super) async fn tick(
         // holds; followers do not scan at all.
         db::bounded(d, gauges::publish_notification_queue_usage(&client)).await?;
         db::bounded(d, gauges::publish_oldest_snapshot(&client, shared)).await?;
+        db::bounded(d, gauges::publish_schedule_gauges(&client)).await?;
         // The count grows with the backlog (350 ms at a million queued
         // rows): four deadlines, and it pauses itself in proportion.
         db::bounded(
