@@ -458,6 +458,87 @@ async fn handle(
     Ok(())
 }
 
+/// What [`apply_config`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConfigApplied {
+    /// Entries created or redefined (or re-applied unchanged).
+    pub saved: Vec<String>,
+    /// Config-owned schedules no longer in the file, removed.
+    pub removed: Vec<String>,
+    /// Entries whose name a CLI-made schedule holds (left alone).
+    pub conflicts: Vec<String>,
+}
+
+/// Makes the config-owned schedules those of `specs` (validated when the
+/// file was loaded): each saved as `source = config` (an unchanged
+/// expression keeps its next slot), the config-owned ones no longer listed
+/// removed, in one transaction that the daemons take turns at (an advisory
+/// lock), audited when anything changed.
+pub async fn apply_config(
+    client: &mut tokio_postgres::Client,
+    specs: &[ScheduleSpec],
+    by: &str,
+) -> Result<ConfigApplied> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEDULER_LOCK])
+        .await?;
+    let existing = queries::schedule_list(&tx, None).await?;
+    let mut done = ConfigApplied::default();
+    for spec in specs {
+        let (cron, catch_up) = match (
+            Cron::parse(&spec.cron, &spec.time_zone),
+            spec.catch_up.parse::<CatchUp>(),
+        ) {
+            (Ok(c), Ok(k)) => (c, k),
+            _ => continue, // refused at load; a zone gone since is the tick's to report
+        };
+        if spec.save(&tx, catch_up, &cron, "config", true, by).await? {
+            done.saved.push(spec.name.clone());
+        } else {
+            done.conflicts.push(spec.name.clone());
+        }
+    }
+    for s in existing.iter().filter(|s| s.source == "config") {
+        if !specs.iter().any(|p| p.name == s.name)
+            && queries::schedule_remove(&tx, &s.name, "config").await?
+        {
+            done.removed.push(s.name.clone());
+        }
+    }
+    let changed = done.removed.len()
+        + specs
+            .iter()
+            .filter(|p| {
+                !existing.iter().any(|s| {
+                    s.name == p.name
+                        && s.source == "config"
+                        && s.cron == p.cron
+                        && s.time_zone == p.time_zone
+                        && s.job_type == p.job_type
+                        && s.payload == p.payload
+                        && s.queue == p.queue
+                        && s.priority == p.priority
+                        && s.max_attempts == p.max_attempts
+                })
+            })
+            .count();
+    if changed > 0 {
+        crate::audit::write(
+            &tx,
+            &crate::audit::AuditEntry {
+                actor: by,
+                action: "schedule.config_apply",
+                target: None,
+                tenant: None,
+                detail: &serde_json::json!({ "saved": done.saved, "removed": done.removed, "conflicts": done.conflicts }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
 /// `schedules run-now`: one extra job of schedule `name` now, outside its
 /// slots (its key is `schedule:<name>:run-now:<id>`), recorded and audited.
 pub async fn run_now(client: &mut tokio_postgres::Client, name: &str, by: &str) -> Result<Uuid> {

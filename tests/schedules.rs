@@ -464,3 +464,87 @@ async fn the_cli_refuses_bad_schedules_with_the_reason_and_audits_every_change()
         1
     );
 }
+
+/// `[[schedule]]` entries of the config file: refused at start-up with the
+/// entry named when invalid; applied by the daemon (source config) and kept
+/// from the CLI's edits; a SIGHUP without the entry removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_schedules_are_checked_applied_protected_and_removed_on_reload() {
+    let db = roles_db().await;
+    let operator = db.login("opsrunner_worker").await;
+    let c = db.client().await;
+    let dir = temp_dir("schedule-config");
+    let cfg = dir.join("opsrunner.toml");
+    std::fs::write(
+        &cfg,
+        "[[schedule]]\nname = \"cleanup\"\ncron = \"0 4 * * *\"\ntime_zone = \"Nowhere/City\"\njob_type = \"noop\"\n",
+    )
+    .unwrap();
+    let cfg_env = [("OPSRUNNER_CONFIG", cfg.to_str().unwrap())];
+    let out = opsrunner_cli(&operator, &["check"], &cfg_env).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("schedule[0] (cleanup)")
+            && err.contains("Nowhere/City"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "[[schedule]]\nname = \"cleanup\"\ncron = \"0 4 * * *\"\ntime_zone = \"Europe/Berlin\"\njob_type = \"noop\"\ncatch_up = \"skip\"\n",
+    )
+    .unwrap();
+    let w = WorkerProcess::start_url(&operator, &cfg_env).await;
+    let source = wait_for(Duration::from_secs(10), "the config schedule", || async {
+        c.query_opt(
+            "SELECT source, catch_up FROM ops_schedules WHERE name = 'cleanup'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+    })
+    .await;
+    assert_eq!(source, ("config".to_string(), "skip".to_string()));
+    for args in [
+        vec!["schedules", "disable", "cleanup"],
+        vec!["schedules", "remove", "cleanup"],
+        vec![
+            "schedules",
+            "add",
+            "cleanup",
+            "--cron",
+            "* * * * *",
+            "--type",
+            "noop",
+            "--replace",
+        ],
+    ] {
+        let out = opsrunner_cli(&operator, &args, &[]).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("config file"),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::write(&cfg, "").unwrap();
+    w.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the schedule removed", || async {
+        c.query_opt("SELECT 1 FROM ops_schedules WHERE name = 'cleanup'", &[])
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let audited: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ops_audit_log WHERE action = 'schedule.config_apply'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 2, "applied, then removed");
+}

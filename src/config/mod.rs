@@ -98,6 +98,10 @@ pub struct Settings {
     pub exec: Vec<crate::handlers::exec::ExecConfig>,
     /// Webhooks run by `http` handlers, one job type each.
     pub http: Vec<crate::handlers::http::HttpConfig>,
+    /// Cron schedules owned by this file (`[[schedule]]`): the daemons
+    /// apply them at start-up and on SIGHUP, and the CLI refuses to edit
+    /// them. Give every daemon the same entries.
+    pub schedule: Vec<crate::schedules::ScheduleSpec>,
 }
 
 impl Settings {
@@ -154,7 +158,34 @@ impl Settings {
         if let Err(e) = self.check_handlers() {
             c.fail_with(e);
         }
+        if let Err(e) = self.check_schedules() {
+            c.fail_with(e);
+        }
         c.finish()
+    }
+
+    /// `[[schedule]]` entries: each valid as `opsrunner schedules add` would
+    /// check it (against handlers built without reading secrets), each name
+    /// once.
+    fn check_schedules(&self) -> Result<()> {
+        if self.schedule.is_empty() {
+            return Ok(());
+        }
+        let registry = self.api_registry()?;
+        let known = self.known_job_types();
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.schedule.iter().enumerate() {
+            s.validate(&registry, &known).map_err(|why| {
+                Error::Config(format!("schedule[{i}] ({}): {why} (config file)", s.name))
+            })?;
+            if !seen.insert(&s.name) {
+                return Err(Error::Config(format!(
+                    "schedule[{i}].name {} is defined twice (config file)",
+                    s.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Configured handlers: each entry valid, each job type declared once

@@ -85,6 +85,7 @@ impl Worker {
             policy,
             stats: Arc::new(Stats::default()),
             outcome_log: Default::default(),
+            config_schedules: std::sync::RwLock::new(Arc::new(config.settings.schedule.clone())),
         };
         let (ready_tx, _) = watch::channel(false);
         Ok(Self {

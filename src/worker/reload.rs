@@ -45,6 +45,10 @@ impl Reloader {
             needs_restart.push("db.*");
         }
         self.shared.live.replace(new, registry);
+        if let Ok(mut s) = self.shared.config_schedules.write() {
+            *s = std::sync::Arc::new(settings.schedule.clone());
+        }
+        self.shared.signals.schedules_changed.notify_one();
         self.shared.publish_static_metrics();
         // New job types or shorter intervals: look for work now.
         self.shared.signals.flags_changed.notify_one();

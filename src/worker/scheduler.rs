@@ -13,10 +13,17 @@ use super::state::Shared;
 use crate::db;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    // The config file's schedules: at start, after each SIGHUP, and again
+    // after a failed attempt (the database may have been away).
+    let mut apply_config = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(shared.cfg().schedule_interval) => {}
+            _ = shared.signals.schedules_changed.notified() => apply_config = true,
+        }
+        if apply_config {
+            apply_config = !apply(&shared).await;
         }
         let pass = db::bounded(shared.call_timeout, async {
             let mut c = db::checkout(&shared.pool).await?;
@@ -31,6 +38,37 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 shared.db_error();
                 tracing::warn!(error = %e, "schedule pass failed; the due slots are handled at the next pass");
             }
+        }
+    }
+}
+
+/// Applies the config file's `[[schedule]]` entries; true when done.
+async fn apply(shared: &Shared) -> bool {
+    let specs = shared
+        .config_schedules
+        .read()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let applied = db::bounded(shared.call_timeout, async {
+        let mut c = db::checkout(&shared.pool).await?;
+        let r = crate::schedules::apply_config(&mut c, &specs, &shared.owner).await?;
+        c.release();
+        Ok(r)
+    });
+    match applied.await {
+        Ok(r) => {
+            for name in &r.conflicts {
+                tracing::warn!(schedule = %name, "a [[schedule]] entry has the name of a schedule made with the CLI; the CLI's is kept (remove it, or rename the entry)");
+            }
+            if !(r.saved.is_empty() && r.removed.is_empty()) {
+                tracing::info!(saved = ?r.saved, removed = ?r.removed, "config file schedules applied");
+            }
+            true
+        }
+        Err(e) => {
+            shared.db_error();
+            tracing::warn!(error = %e, "applying the config file's schedules failed; retrying");
+            false
         }
     }
 }

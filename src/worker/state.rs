@@ -99,6 +99,8 @@ pub(crate) struct Signals {
     pub flags_changed: Notify,
     /// A cancellation was requested somewhere: check our running jobs now.
     pub cancel_check: Notify,
+    /// The config file's `[[schedule]]` entries changed (SIGHUP): apply them.
+    pub schedules_changed: Notify,
 }
 
 /// What the watchdog and `/readyz` judge health by.
@@ -169,6 +171,8 @@ pub(crate) struct Shared {
     pub policy: crate::policy::Policy,
     /// Counters for tests, embedders and STATUS=.
     pub stats: Arc<Stats>,
+    /// The config file's `[[schedule]]` entries, applied by the scheduler.
+    pub config_schedules: std::sync::RwLock<Arc<Vec<crate::schedules::ScheduleSpec>>>,
     /// Rate limit of the per-job outcome lines.
     pub outcome_log: super::outcome_log::OutcomeLog,
 }
