@@ -308,7 +308,7 @@ pub const CATALOG: &[Metric] = &[
         Worker,
     ),
     gauge(
-        "opsrunner_schedule_seconds_since_last_enqueue",
+        "opsrunner_schedule_last_enqueue_age_seconds",
         Unit::Seconds,
         "Seconds since the schedule last enqueued a job (maintenance leader only).",
         &["schedule"],

@@ -92,14 +92,14 @@ pub(super) async fn publish_schedule_gauges(client: &deadpool_postgres::Client) 
     for s in &rows {
         if let Some(t) = s.last_enqueued_at {
             let secs = (now - t).num_milliseconds() as f64 / 1e3;
-            metrics::gauge!("opsrunner_schedule_seconds_since_last_enqueue", "schedule" => s.name.clone())
+            metrics::gauge!("opsrunner_schedule_last_enqueue_age_seconds", "schedule" => s.name.clone())
                 .set(secs.max(0.0));
             names.push(s.name.clone());
         }
     }
     if let Ok(mut seen) = SEEN_SCHEDULES.lock() {
         for gone in seen.iter().filter(|n| !names.contains(n)) {
-            metrics::gauge!("opsrunner_schedule_seconds_since_last_enqueue", "schedule" => gone.clone())
+            metrics::gauge!("opsrunner_schedule_last_enqueue_age_seconds", "schedule" => gone.clone())
                 .set(0.0);
         }
         *seen = names;
@@ -122,7 +122,7 @@ pub(super) fn zero_leader_gauges() {
     metrics::gauge!("opsrunner_schedules_behind").set(0.0);
     if let Ok(seen) = SEEN_SCHEDULES.lock() {
         for s in seen.iter() {
-            metrics::gauge!("opsrunner_schedule_seconds_since_last_enqueue", "schedule" => s.clone())
+            metrics::gauge!("opsrunner_schedule_last_enqueue_age_seconds", "schedule" => s.clone())
                 .set(0.0);
         }
     }
