@@ -109,6 +109,19 @@ pub(crate) async fn authenticate(
     let Some(presented) = presented else {
         return Err(fail(state, "missing", None, ip, route).await);
     };
+    authenticate_key(state, presented, ip, route, scope).await
+}
+
+/// Checks a presented key (the header's, or the console sign-in form's):
+/// the master key or a live scoped key, with `scope` if given; failures
+/// counted, logged and audited; the per-key rate limit applied.
+pub(crate) async fn authenticate_key(
+    state: &ApiState,
+    presented: &str,
+    ip: IpAddr,
+    route: &str,
+    scope: Option<&'static str>,
+) -> Result<Principal, ApiError> {
     let principal = if let Some(master) = &state.master
         && crate::keys::hashes_equal(&crate::keys::hash(presented), &master.0)
     {

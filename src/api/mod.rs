@@ -31,6 +31,7 @@ mod error;
 pub mod jobs;
 pub mod openapi;
 mod ratelimit;
+mod ui;
 
 pub use auth::Principal;
 pub use error::ApiError;
@@ -151,6 +152,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/ops/jobs", post(jobs::create).get(jobs::list))
         .route("/api/ops/jobs/{id}", get(jobs::get_one))
         .route("/api/ops/jobs/{id}/cancel", post(jobs::cancel))
+        // The console: under the same per-IP limit (sign-in attempts too).
+        .merge(ui::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), per_ip_limit));

@@ -238,6 +238,11 @@ fn print_next_steps(shim: Option<&DevShim>, out: &mut impl Write) -> std::io::Re
             "       -d '{{\"job_type\": \"sleep\", \"payload\": {{\"ms\": 1000}}}}' {}/api/ops/jobs",
             s.base
         )?;
+        writeln!(
+            out,
+            "or in the console: {}/ui (sign in with the dev key)",
+            s.base
+        )?;
     }
     writeln!(out, "Press Ctrl-C to stop.")?;
     out.flush()

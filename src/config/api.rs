@@ -48,6 +48,16 @@ pub struct ApiConfig {
     /// Connections from one client address at once; more are closed at
     /// accept, so one client cannot take the others' share.
     pub max_connections_per_ip: usize,
+    /// The URL operators reach the shim at (through a TLS proxy, say):
+    /// when it is https, the console's session cookie is marked `Secure`.
+    /// Empty: not known.
+    pub public_url: String,
+    /// A console session unused this long ends.
+    #[serde(with = "humantime_serde")]
+    pub ui_session_idle: Duration,
+    /// A console session ends this long after sign-in, used or not.
+    #[serde(with = "humantime_serde")]
+    pub ui_session_lifetime: Duration,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +76,9 @@ impl Default for ApiConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_ip: 128,
+            public_url: String::new(),
+            ui_session_idle: Duration::from_secs(30 * 60),
+            ui_session_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -82,6 +95,15 @@ impl ApiConfig {
         );
         c.range("api.tenant", self.tenant.chars().count(), 1..=200);
         c.nonzero("api.request_timeout", self.request_timeout);
+        c.nonzero("api.ui_session_idle", self.ui_session_idle);
+        c.nonzero("api.ui_session_lifetime", self.ui_session_lifetime);
+        c.rule(
+            "api.public_url",
+            self.public_url.is_empty()
+                || self.public_url.starts_with("https://")
+                || self.public_url.starts_with("http://"),
+            "must be an http:// or https:// URL, or empty",
+        );
         c.range(
             "api.max_body_bytes",
             self.max_body_bytes,

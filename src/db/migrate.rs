@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_schedules",
         sql: include_str!("../../sql/migrations/0012_schedules.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_ui_sessions",
+        sql: include_str!("../../sql/migrations/0013_ui_sessions.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

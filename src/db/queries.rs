@@ -71,6 +71,10 @@ pub const ALL: &[(&str, &str)] = &[
     ("shared/show_job.sql", SHOW_JOB),
     ("shared/overview_queues.sql", OVERVIEW_QUEUES),
     ("schedules/upsert.sql", SCHEDULE_UPSERT),
+    ("ui/session_create.sql", UI_SESSION_CREATE),
+    ("ui/session_lookup.sql", UI_SESSION_LOOKUP),
+    ("ui/session_revoke.sql", UI_SESSION_REVOKE),
+    ("ui/jobs_page.sql", UI_JOBS_PAGE),
     ("schedules/list.sql", SCHEDULE_LIST),
     ("schedules/slots.sql", SCHEDULE_SLOTS),
     ("schedules/set_enabled.sql", SCHEDULE_SET_ENABLED),
@@ -126,6 +130,10 @@ const LIST_FLAGS: &str = include_str!("../../sql/queries/shared/list_flags.sql")
 const LIST_JOBS: &str = include_str!("../../sql/queries/shared/list_jobs.sql");
 const SHOW_JOB: &str = include_str!("../../sql/queries/shared/show_job.sql");
 const OVERVIEW_QUEUES: &str = include_str!("../../sql/queries/shared/overview_queues.sql");
+const UI_SESSION_CREATE: &str = include_str!("../../sql/queries/ui/session_create.sql");
+const UI_SESSION_LOOKUP: &str = include_str!("../../sql/queries/ui/session_lookup.sql");
+const UI_SESSION_REVOKE: &str = include_str!("../../sql/queries/ui/session_revoke.sql");
+const UI_JOBS_PAGE: &str = include_str!("../../sql/queries/ui/jobs_page.sql");
 const SCHEDULE_UPSERT: &str = include_str!("../../sql/queries/schedules/upsert.sql");
 const SCHEDULE_LIST: &str = include_str!("../../sql/queries/schedules/list.sql");
 const SCHEDULE_SLOTS: &str = include_str!("../../sql/queries/schedules/slots.sql");
@@ -853,9 +861,12 @@ pub struct QueueOverview {
     pub oldest_queued_age_seconds: Option<f64>,
 }
 
-/// `shared/overview_queues.sql`.
-pub async fn overview_queues(c: &impl GenericClient) -> Result<Vec<QueueOverview>> {
-    let rows = c.query(OVERVIEW_QUEUES, &[]).await?;
+/// `shared/overview_queues.sql`: every tenant's jobs, or `tenant`'s.
+pub async fn overview_queues(
+    c: &impl GenericClient,
+    tenant: Option<&str>,
+) -> Result<Vec<QueueOverview>> {
+    let rows = c.query(OVERVIEW_QUEUES, &[&tenant]).await?;
     rows.iter()
         .map(|r| {
             Ok(QueueOverview {
@@ -1186,4 +1197,114 @@ pub async fn schedule_record_slot(
     )
     .await?;
     Ok(())
+}
+
+/// A console session to create (`ui/session_create.sql`).
+pub struct NewUiSession<'a> {
+    /// SHA-256 of the cookie's token.
+    pub token_hash: &'a [u8],
+    /// The key signed in with (None = the master key).
+    pub key_id: Option<Uuid>,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Its scopes.
+    pub scopes: &'a [String],
+    /// Who, for the audit log.
+    pub actor: &'a str,
+    /// The form token of this session.
+    pub csrf: &'a str,
+    /// Absolute lifetime.
+    pub lifetime_secs: f64,
+}
+
+/// `ui/session_create.sql`.
+pub async fn ui_session_create(c: &impl GenericClient, s: &NewUiSession<'_>) -> Result<()> {
+    c.execute(
+        UI_SESSION_CREATE,
+        &[
+            &s.token_hash,
+            &s.key_id,
+            &s.tenant,
+            &s.scopes,
+            &s.actor,
+            &s.csrf,
+            &s.lifetime_secs,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A live console session (`ui/session_lookup.sql`).
+#[derive(Debug, Clone)]
+pub struct UiSession {
+    /// The key (None = master).
+    pub key_id: Option<Uuid>,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Who.
+    pub actor: String,
+    /// The form token.
+    pub csrf: String,
+}
+
+/// `ui/session_lookup.sql`: the live session of `token_hash`, touched.
+pub async fn ui_session_lookup(
+    c: &impl GenericClient,
+    token_hash: &[u8],
+    idle_secs: f64,
+) -> Result<Option<UiSession>> {
+    let row = c
+        .query_opt(UI_SESSION_LOOKUP, &[&token_hash, &idle_secs])
+        .await?;
+    row.map(|r| {
+        Ok(UiSession {
+            key_id: r.try_get(0)?,
+            tenant: r.try_get(1)?,
+            scopes: r.try_get(2)?,
+            actor: r.try_get(3)?,
+            csrf: r.try_get(4)?,
+        })
+    })
+    .transpose()
+}
+
+/// `ui/session_revoke.sql`.
+pub async fn ui_session_revoke(c: &impl GenericClient, token_hash: &[u8]) -> Result<()> {
+    c.execute(UI_SESSION_REVOKE, &[&token_hash]).await?;
+    Ok(())
+}
+
+/// Filters of the console's job list.
+pub struct JobsPage<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// Status filter.
+    pub status: Option<&'a str>,
+    /// Type filter.
+    pub job_type: Option<&'a str>,
+    /// Queue filter.
+    pub queue: Option<&'a str>,
+    /// The last id of the previous page.
+    pub after: Option<Uuid>,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// `ui/jobs_page.sql`.
+pub async fn ui_jobs_page(c: &impl GenericClient, p: &JobsPage<'_>) -> Result<Vec<Row>> {
+    Ok(c.query(
+        UI_JOBS_PAGE,
+        &[
+            &p.tenant,
+            &p.status,
+            &p.job_type,
+            &p.queue,
+            &p.after,
+            &p.limit,
+        ],
+    )
+    .await?)
 }

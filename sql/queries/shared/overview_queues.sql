@@ -1,4 +1,5 @@
--- `opsrunner top` and `opsrunner stats`. No parameters. Per job type and queue, the jobs
+-- `opsrunner top`, `opsrunner stats` and the console's overview: $1 the
+-- tenant (NULL = every tenant). Per job type and queue, the jobs
 -- queued and runnable now, queued for later (run_at ahead), running, and
 -- succeeded, failed and cancelled in the last minute, with the age of the
 -- oldest runnable job. A plain read (ACCESS SHARE, no row locks): it never
@@ -14,7 +15,7 @@ WITH live AS (
            extract(epoch FROM now() - min(run_at) FILTER (
                WHERE status = 'queued' AND run_at <= now()))::float8     AS oldest_age
     FROM ops_jobs
-    WHERE status IN ('queued', 'running')
+    WHERE status IN ('queued', 'running') AND ($1::text IS NULL OR tenant_id = $1)
     GROUP BY job_type, queue
 ), recent AS (
     SELECT job_type, queue,
@@ -24,6 +25,7 @@ WITH live AS (
     FROM ops_jobs
     WHERE status IN ('succeeded', 'failed', 'cancelled')
       AND finished_at > now() - interval '1 minute'
+      AND ($1::text IS NULL OR tenant_id = $1)
     GROUP BY job_type, queue
 )
 SELECT job_type, queue,

@@ -192,7 +192,7 @@ fn lenient(r: &tokio_postgres::Row, column: &str) -> Option<Value> {
 }
 
 /// Opens a transaction bound to `tenant` for row-level security.
-async fn tenant_tx<'a>(
+pub(crate) async fn tenant_tx<'a>(
     client: &'a mut crate::db::Conn,
     tenant: &str,
 ) -> Result<deadpool_postgres::Transaction<'a>, ApiError> {

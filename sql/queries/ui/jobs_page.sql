@@ -1,0 +1,18 @@
+-- The console's job list for tenant $1 (row-level security narrows it
+-- too), newest first, keyset-paginated on the id: $2 status, $3 job type,
+-- $4 queue (NULL = any), $5 the id of the last row of the previous page
+-- (NULL = first page), $6 page size. Ids are UUIDv7 since schema v10, so
+-- id order is creation order, and the primary key serves every page at
+-- the same cost (page 1 or page 10,000) without another index on the hot
+-- table. (Rows from before v10 have random ids: they sort among themselves
+-- by id, after the v7 ones.)
+SELECT id, job_type, queue, status::text AS status, attempt, max_attempts, created_at,
+       finished_at, error
+FROM ops_jobs
+WHERE tenant_id = $1
+  AND ($2::text IS NULL OR status = $2::text::ops_job_status)
+  AND ($3::text IS NULL OR job_type = $3)
+  AND ($4::text IS NULL OR queue = $4)
+  AND ($5::uuid IS NULL OR id < $5)
+ORDER BY id DESC
+LIMIT $6

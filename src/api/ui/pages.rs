@@ -1,0 +1,296 @@
+//! The console's pages: overview, jobs, a job, and cancel. Every read runs
+//! in the session tenant's transaction (row-level security, and each query
+//! filters by tenant too), as the API's do.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::html;
+use uuid::Uuid;
+
+use super::session::{CsrfForm, Session, csrf_ok, layout};
+use crate::api::jobs::tenant_tx;
+use crate::api::{ApiError, SharedState};
+use crate::db::queries;
+
+/// Rows per page of `/ui/jobs`.
+const PAGE: i64 = 50;
+
+fn fail(e: impl Into<ApiError>) -> Response {
+    e.into().into_response()
+}
+
+fn age(secs: Option<f64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 120.0 => format!("{s:.0} s"),
+        Some(s) if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        Some(s) => format!("{:.1} h", s / 3600.0),
+    }
+}
+
+/// `GET /ui`: per job type and queue, the tenant's queued, later, running
+/// and last-minute outcomes, and the oldest queued age.
+pub(super) async fn overview(State(state): State<SharedState>, session: Session) -> Response {
+    let read = async {
+        let mut c = crate::db::checkout(&state.pool).await?;
+        let tx = tenant_tx(&mut c, &session.tenant).await?;
+        let rows = queries::overview_queues(&*tx, Some(&session.tenant)).await?;
+        tx.commit().await?;
+        c.release();
+        Ok::<_, ApiError>(rows)
+    };
+    let rows = match read.await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    layout(
+        "Overview",
+        Some(&session),
+        html! {
+            h1 { "Overview" }
+            table {
+                thead { tr {
+                    th { "Job type" } th { "Queue" } th.num { "Queued" } th.num { "Later" }
+                    th.num { "Running" } th.num { "Succeeded/min" } th.num { "Failed/min" }
+                    th.num { "Cancelled/min" } th.num { "Oldest queued" }
+                } }
+                tbody {
+                    @for r in &rows {
+                        tr {
+                            td { a href={ "/ui/jobs?job_type=" (r.job_type) } { (r.job_type) } }
+                            td { (r.queue) }
+                            td.num { (r.queued) } td.num { (r.scheduled) } td.num { (r.running) }
+                            td.num { (r.succeeded_last_minute) } td.num { (r.failed_last_minute) }
+                            td.num { (r.cancelled_last_minute) }
+                            td.num { (age(r.oldest_queued_age_seconds)) }
+                        }
+                    }
+                    @if rows.is_empty() { tr { td colspan="9" { "No unfinished jobs, and none finished in the last minute." } } }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+fn filter<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    q.get(key).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// `GET /ui/jobs?status=&job_type=&queue=&after=`: newest first, 50 a page.
+pub(super) async fn jobs(
+    State(state): State<SharedState>,
+    session: Session,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let status = filter(&q, "status");
+    if let Some(s) = status
+        && s.parse::<crate::jobs::JobStatus>().is_err()
+    {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "Unknown status").into_response();
+    }
+    let after = match filter(&q, "after").map(Uuid::parse_str).transpose() {
+        Ok(a) => a,
+        Err(_) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, "`after` is not a job id").into_response();
+        }
+    };
+    let (job_type, queue) = (filter(&q, "job_type"), filter(&q, "queue"));
+    let read = async {
+        let mut c = crate::db::checkout(&state.pool).await?;
+        let tx = tenant_tx(&mut c, &session.tenant).await?;
+        let rows = queries::ui_jobs_page(
+            &*tx,
+            &queries::JobsPage {
+                tenant: &session.tenant,
+                status,
+                job_type,
+                queue,
+                after,
+                limit: PAGE,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        c.release();
+        Ok::<_, ApiError>(rows)
+    };
+    let rows = match read.await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let last: Option<Uuid> = rows.last().and_then(|r| r.try_get("id").ok());
+    let next = (rows.len() as i64 == PAGE)
+        .then_some(last)
+        .flatten()
+        .map(|id| {
+            let mut params = vec![format!("after={id}")];
+            for (k, v) in [("status", status), ("job_type", job_type), ("queue", queue)] {
+                if let Some(v) = v {
+                    params.push(format!("{k}={}", urlencode(v)));
+                }
+            }
+            format!("/ui/jobs?{}", params.join("&"))
+        });
+    layout(
+        "Jobs",
+        Some(&session),
+        html! {
+            h1 { "Jobs" }
+            form.filters method="get" action="/ui/jobs" {
+                select name="status" {
+                    option value="" { "any status" }
+                    @for s in crate::jobs::JobStatus::ALL {
+                        option value=(s.as_str()) selected[status == Some(s.as_str())] { (s.as_str()) }
+                    }
+                }
+                input name="job_type" placeholder="job type" value=(job_type.unwrap_or(""));
+                input name="queue" placeholder="queue" value=(queue.unwrap_or(""));
+                button type="submit" { "Filter" }
+            }
+            table {
+                thead { tr { th { "Id" } th { "Type" } th { "Queue" } th { "Status" } th.num { "Attempt" } th { "Created" } th { "Error" } } }
+                tbody {
+                    @for r in &rows {
+                        @let id: Uuid = r.get("id");
+                        @let st: String = r.get("status");
+                        tr {
+                            td { a href={ "/ui/jobs/" (id) } { code { (id) } } }
+                            td { (r.get::<_, String>("job_type")) }
+                            td { (r.get::<_, String>("queue")) }
+                            td class={ "status-" (st) } { (st) }
+                            td.num { (r.get::<_, i32>("attempt")) "/" (r.get::<_, i32>("max_attempts")) }
+                            td { (r.get::<_, chrono::DateTime<chrono::Utc>>("created_at").format("%Y-%m-%d %H:%M:%S")) }
+                            td { (r.get::<_, Option<String>>("error").unwrap_or_default()) }
+                        }
+                    }
+                    @if rows.is_empty() { tr { td colspan="7" { "No jobs match." } } }
+                }
+            }
+            @if let Some(n) = next { p { a href=(n) rel="next" { "Older jobs →" } } }
+        },
+    )
+    .into_response()
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `GET /ui/jobs/{id}`: payload, result, error and times. Another tenant's
+/// job, or no job, is the same 404.
+pub(super) async fn job(
+    State(state): State<SharedState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, Html("Job not found".to_string())).into_response();
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return not_found();
+    };
+    let read = async {
+        let mut c = crate::db::checkout(&state.pool).await?;
+        let tx = tenant_tx(&mut c, &session.tenant).await?;
+        let row = queries::api_get_job(&*tx, id, &session.tenant).await?;
+        tx.commit().await?;
+        c.release();
+        Ok::<_, ApiError>(row)
+    };
+    let row = match read.await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(),
+        Err(e) => return fail(e),
+    };
+    let status: String = row.get("status");
+    let finished = matches!(status.as_str(), "succeeded" | "failed" | "cancelled");
+    let pretty = |v: Option<serde_json::Value>| {
+        v.map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+            .unwrap_or_else(|| "-".into())
+    };
+    let time = |c: &str| {
+        row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(c)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    layout(
+        "Job",
+        Some(&session),
+        html! {
+            h1 { "Job " code { (id) } }
+            table {
+                tr { th { "Type" } td { (row.get::<_, String>("job_type")) } }
+                tr { th { "Queue" } td { (row.get::<_, String>("queue")) } }
+                tr { th { "Status" } td class={ "status-" (status) } { (status) } }
+                tr { th { "Attempt" } td { (row.get::<_, i32>("attempt")) " of " (row.get::<_, i32>("max_attempts")) } }
+                tr { th { "Run at" } td { (time("run_at")) } }
+                tr { th { "Created" } td { (time("created_at")) } }
+                tr { th { "Started" } td { (time("started_at")) } }
+                tr { th { "Finished" } td { (time("finished_at")) } }
+                tr { th { "Cancel requested" } td { (row.get::<_, bool>("cancel_requested")) } }
+                tr { th { "Error" } td { (row.get::<_, Option<String>>("error").unwrap_or_default()) } }
+            }
+            h2 { "Payload" } pre { (pretty(row.get("payload"))) }
+            h2 { "Result" } pre { (pretty(row.get("result"))) }
+            @if !finished && session.may("jobs:cancel") {
+                form method="post" action={ "/ui/jobs/" (id) "/cancel" } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button type="submit" { "Cancel this job" }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `POST /ui/jobs/{id}/cancel`: needs the form token and `jobs:cancel`;
+/// audited like the API's cancel.
+pub(super) async fn cancel(
+    State(state): State<SharedState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
+    }
+    if !session.may("jobs:cancel") {
+        return (
+            StatusCode::FORBIDDEN,
+            "This key lacks the jobs:cancel scope",
+        )
+            .into_response();
+    }
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return (StatusCode::NOT_FOUND, "Job not found").into_response();
+    };
+    let write = async {
+        let mut c = crate::db::checkout(&state.pool).await?;
+        let tx = tenant_tx(&mut c, &session.tenant).await?;
+        let req = crate::jobs::CancelRequest {
+            id,
+            reason: Some("cancelled in the console"),
+            actor: &session.actor,
+            tenant: Some(&session.tenant),
+            via: "ui",
+        };
+        let done = crate::jobs::cancel(&*tx, &req).await?;
+        tx.commit().await?;
+        c.release();
+        Ok::<_, ApiError>(done)
+    };
+    match write.await {
+        Ok(_) => Redirect::to(&format!("/ui/jobs/{id}")).into_response(),
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,265 @@
+//! Console sign-in, sign-out and the session extractor.
+
+use axum::Form;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use crate::api::{ApiState, SharedState};
+use crate::db::queries;
+
+/// The session cookie.
+pub(super) const COOKIE: &str = "ops_session";
+
+/// A signed-in operator: the key's tenant and scopes, and the form token.
+pub(super) struct Session {
+    pub tenant: String,
+    pub scopes: Vec<String>,
+    pub actor: String,
+    pub csrf: String,
+    token_hash: [u8; 32],
+}
+
+impl Session {
+    pub fn may(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// No live session: every page sends the browser to the sign-in form.
+pub(super) struct SignIn;
+
+impl IntoResponse for SignIn {
+    fn into_response(self) -> Response {
+        Redirect::to("/ui/login").into_response()
+    }
+}
+
+impl FromRequestParts<SharedState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
+        let Some(token) = cookie_token(&parts.headers) else {
+            return Err(SignIn.into_response());
+        };
+        let hash = sha256(&token);
+        let found = async {
+            let c = crate::db::checkout(&state.pool).await?;
+            let s = queries::ui_session_lookup(
+                c.client(),
+                &hash,
+                state.cfg.ui_session_idle.as_secs_f64(),
+            )
+            .await?;
+            c.release();
+            Ok::<_, crate::Error>(s)
+        };
+        match found.await {
+            Ok(Some(s)) => Ok(Session {
+                tenant: s.tenant,
+                scopes: s.scopes,
+                actor: s.actor,
+                csrf: s.csrf,
+                token_hash: hash,
+            }),
+            Ok(None) => Err(SignIn.into_response()),
+            Err(e) => Err(crate::api::ApiError::from(e).into_response()),
+        }
+    }
+}
+
+/// A page of the console around `body`.
+pub(super) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · opsrunner" }
+                    link rel="stylesheet" href="/ui/assets/console.css";
+                }
+                body {
+                    header {
+                        strong { "opsrunner" }
+                        @if let Some(s) = session {
+                            a href="/ui" { "Overview" }
+                            a href="/ui/jobs" { "Jobs" }
+                            span { (s.actor) " · tenant " (s.tenant) }
+                            form method="post" action="/ui/logout" {
+                                input type="hidden" name="csrf" value=(s.csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                    main { (body) }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+/// `GET /ui/login`.
+pub(super) async fn login_form() -> Html<String> {
+    login_page(None)
+}
+
+fn login_page(error: Option<&str>) -> Html<String> {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            @if let Some(e) = error { p.error { (e) } }
+            form method="post" action="/ui/login" {
+                label { "API key " input type="password" name="key" autocomplete="off" required; }
+                " "
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub(super) struct LoginForm {
+    key: String,
+}
+
+/// `POST /ui/login`: the key is checked like an `X-Ops-Key` (failures
+/// counted, audited and rate-limited the same way) and exchanged for a
+/// session; the key itself is never stored or echoed.
+pub(super) async fn login(
+    State(state): State<SharedState>,
+    parts: axum::extract::ConnectInfo<std::net::SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let ip = parts.0.ip();
+    let who =
+        match crate::api::auth::authenticate_key(&state, form.key.trim(), ip, "/ui/login", None)
+            .await
+        {
+            Ok(w) => w,
+            Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => return e.into_response(),
+            Err(_) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    login_page(Some("That key is not valid.")),
+                )
+                    .into_response();
+            }
+        };
+    let token = hex(&rand::random::<[u8; 32]>());
+    let csrf = hex(&rand::random::<[u8; 32]>());
+    let created = async {
+        let c = crate::db::checkout(&state.pool).await?;
+        queries::ui_session_create(
+            c.client(),
+            &queries::NewUiSession {
+                token_hash: &sha256(&token),
+                key_id: who.key_id,
+                tenant: &who.tenant,
+                scopes: &who.scopes,
+                actor: &who.actor,
+                csrf: &csrf,
+                lifetime_secs: state.cfg.ui_session_lifetime.as_secs_f64(),
+            },
+        )
+        .await?;
+        crate::audit::write(
+            c.client(),
+            &crate::audit::AuditEntry {
+                actor: &who.actor,
+                action: "ui.sign_in",
+                target: None,
+                tenant: Some(&who.tenant),
+                detail: &serde_json::json!({ "ip": ip.to_string() }),
+            },
+        )
+        .await?;
+        c.release();
+        Ok::<_, crate::Error>(())
+    };
+    if let Err(e) = created.await {
+        return crate::api::ApiError::from(e).into_response();
+    }
+    let mut resp = Redirect::to("/ui").into_response();
+    if let Ok(v) = session_cookie(&state, &token, state.cfg.ui_session_lifetime.as_secs()).parse() {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn session_cookie(state: &ApiState, value: &str, max_age: u64) -> String {
+    let secure = if state.cfg.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A POST's form token.
+#[derive(Deserialize)]
+pub(super) struct CsrfForm {
+    pub csrf: String,
+}
+
+/// Whether `presented` is this session's form token (constant time).
+pub(super) fn csrf_ok(session: &Session, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    session.csrf.len() == presented.len()
+        && bool::from(session.csrf.as_bytes().ct_eq(presented.as_bytes()))
+}
+
+/// `POST /ui/logout`: ends the session (with its form token) and clears
+/// the cookie.
+pub(super) async fn logout(
+    State(state): State<SharedState>,
+    session: Session,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
+    }
+    let ended = async {
+        let c = crate::db::checkout(&state.pool).await?;
+        queries::ui_session_revoke(c.client(), &session.token_hash).await?;
+        c.release();
+        Ok::<_, crate::Error>(())
+    };
+    if let Err(e) = ended.await {
+        return crate::api::ApiError::from(e).into_response();
+    }
+    let mut resp = Redirect::to("/ui/login").into_response();
+    if let Ok(v) = session_cookie(&state, "", 0).parse() {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}

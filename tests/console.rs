@@ -1,0 +1,352 @@
+//! The operator console (`/ui`) of a real shim running as its production
+//! role: sessions, tenant isolation, form tokens, scopes, revocation and
+//! pagination, over HTTP as a browser speaks it (cookies, form posts, no
+//! redirects followed).
+
+mod common;
+
+use common::*;
+
+fn browser() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Console {
+    api: ApiProcess,
+    http: reqwest::Client,
+}
+
+impl Console {
+    async fn start(db: &RolesDb, env: &[(&str, &str)]) -> Self {
+        let url = db.login("opsrunner_api").await;
+        let mut all = vec![("APP_ENV", "development")];
+        all.extend_from_slice(env);
+        Self {
+            api: ApiProcess::start(&url, &all, &[]).await,
+            http: browser(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
+        let mut r = self.http.get(self.api.url(path));
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.replace('%', "%25")
+                        .replace('&', "%26")
+                        .replace('=', "%3D")
+                        .replace('+', "%2B")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut r = self
+            .http
+            .post(self.api.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Signs in with `key`; the `name=value` cookie and the page's form token.
+    async fn sign_in(&self, key: &str) -> (String, String) {
+        let r = self.post("/ui/login", None, &[("key", key)]).await;
+        assert_eq!(r.status(), 303, "sign-in");
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let cookie = set.split(';').next().unwrap().to_string();
+        let page = self.get("/ui", Some(&cookie)).await.text().await.unwrap();
+        (cookie, csrf_of(&page))
+    }
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form token") + 19;
+    page[at..at + 64].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sign_in_gives_a_strict_http_only_session_and_every_page_needs_one() {
+    let db = roles_db().await;
+    let key = create_key(&db.url, "ops", "default", "jobs:read").await;
+    let ui = Console::start(&db, &[]).await;
+    for path in [
+        "/ui",
+        "/ui/jobs",
+        "/ui/jobs/01a2355d-1d34-7346-a189-3cb0901eed60",
+    ] {
+        let r = ui.get(path, None).await;
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/ui/login", "{path}");
+    }
+    let r = ui.get("/ui", Some("ops_session=00")).await;
+    assert_eq!(r.status(), 303, "a malformed cookie is no session");
+    let r = ui.post("/ui/login", None, &[("key", "not-a-key")]).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("That key is not valid") && !page.contains("not-a-key"),
+        "{page}"
+    );
+
+    let r = ui.post("/ui/login", None, &[("key", &key)]).await;
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"] {
+        assert!(set.contains(attr), "{attr}: {set}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain http and no https public_url: {set}"
+    );
+    assert!(!set.contains(&key), "the cookie is not the key");
+    let cookie = set.split(';').next().unwrap();
+    let r = ui.get("/ui", Some(cookie)).await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<h1>Overview</h1>") && page.contains("key:ops"),
+        "{page}"
+    );
+    let css = ui.get("/ui/assets/console.css", None).await;
+    assert_eq!(css.status(), 200);
+
+    // Failed sign-ins are audited like the API's auth failures.
+    let c = db.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ops_audit_log WHERE action = 'auth.failure' AND detail->>'route' = '/ui/login'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+
+    // Behind https, the cookie is Secure.
+    let secure = Console::start(
+        &db,
+        &[("OPSRUNNER_API__PUBLIC_URL", "https://ops.example.com")],
+    )
+    .await;
+    let r = secure.post("/ui/login", None, &[("key", &key)]).await;
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("; Secure")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_sees_only_its_tenant_and_cancel_needs_the_form_token_and_the_scope() {
+    let db = roles_db().await;
+    let reader_a = create_key(&db.url, "reader-a", "tenant-a", "jobs:read").await;
+    let canceller_b = create_key(&db.url, "canceller-b", "tenant-b", "jobs:read,jobs:cancel").await;
+    let c = db.client().await;
+    let job = |tenant: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(
+                "INSERT INTO ops_jobs (job_type, tenant_id, payload) VALUES ('noop', $1, '{\"who\": \"<b>x</b>\"}') RETURNING id",
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .get::<_, uuid::Uuid>(0)
+        }
+    };
+    let (a, b) = (job("tenant-a").await, job("tenant-b").await);
+    let ui = Console::start(&db, &[]).await;
+    let (ca, csrf_a) = ui.sign_in(&reader_a).await;
+    let (cb, csrf_b) = ui.sign_in(&canceller_b).await;
+    let list = ui.get("/ui/jobs", Some(&ca)).await.text().await.unwrap();
+    assert!(
+        list.contains(&a.to_string()) && !list.contains(&b.to_string()),
+        "{list}"
+    );
+    assert_eq!(
+        ui.get(&format!("/ui/jobs/{b}"), Some(&ca)).await.status(),
+        404
+    );
+    let detail = ui
+        .get(&format!("/ui/jobs/{a}"), Some(&ca))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        detail.contains("&lt;b&gt;x&lt;/b&gt;") && !detail.contains("<b>x</b>"),
+        "escaped: {detail}"
+    );
+    assert!(
+        !detail.contains("Cancel this job"),
+        "no cancel button without the scope"
+    );
+    let overview = ui.get("/ui", Some(&ca)).await.text().await.unwrap();
+    assert!(overview.contains("noop"), "{overview}");
+
+    // Cancel: the form token and the scope, or nothing happens.
+    let path = format!("/ui/jobs/{b}/cancel");
+    assert_eq!(
+        ui.post(&path, Some(&cb), &[]).await.status(),
+        422,
+        "no token field"
+    );
+    assert_eq!(
+        ui.post(&path, Some(&cb), &[("csrf", &csrf_a)])
+            .await
+            .status(),
+        403,
+        "another session's token"
+    );
+    assert_eq!(
+        ui.post(
+            &format!("/ui/jobs/{a}/cancel"),
+            Some(&ca),
+            &[("csrf", &csrf_a)]
+        )
+        .await
+        .status(),
+        403,
+        "no jobs:cancel scope"
+    );
+    let status = |id: uuid::Uuid| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT status::text FROM ops_jobs WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(status(a).await, "queued");
+    assert_eq!(status(b).await, "queued");
+    let r = ui.post(&path, Some(&cb), &[("csrf", &csrf_b)]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(status(b).await, "cancelled");
+    // B's session cannot cancel A's job either: the tenant decides.
+    ui.post(
+        &format!("/ui/jobs/{a}/cancel"),
+        Some(&cb),
+        &[("csrf", &csrf_b)],
+    )
+    .await;
+    assert_eq!(status(a).await, "queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_key_or_signing_out_ends_the_session_at_once() {
+    let db = roles_db().await;
+    let key = create_key(&db.url, "short-lived", "default", "jobs:read").await;
+    let ui = Console::start(&db, &[]).await;
+    let (cookie, csrf) = ui.sign_in(&key).await;
+    let (other, _) = ui.sign_in(&key).await;
+    let r = ui
+        .post("/ui/logout", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        ui.get("/ui", Some(&cookie)).await.status(),
+        303,
+        "signed out"
+    );
+    assert_eq!(
+        ui.get("/ui", Some(&other)).await.status(),
+        200,
+        "the other session lives"
+    );
+    let id: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT id::text FROM ops_api_keys WHERE name = 'short-lived'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let out = opsrunner_cli(&db.url, &["keys", "revoke", &id], &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ui.get("/ui", Some(&other)).await.status(),
+        303,
+        "a revoked key's session ends at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_list_pages_by_keyset_without_repeats_or_gaps() {
+    let db = roles_db().await;
+    let key = create_key(&db.url, "pager", "default", "jobs:read").await;
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO ops_jobs (job_type) SELECT 'noop' FROM generate_series(1, 120)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ui = Console::start(&db, &[]).await;
+    let (cookie, _) = ui.sign_in(&key).await;
+    let mut seen = std::collections::HashSet::new();
+    let mut path = "/ui/jobs?status=queued".to_string();
+    let mut pages = 0;
+    loop {
+        let page = ui.get(&path, Some(&cookie)).await.text().await.unwrap();
+        pages += 1;
+        for chunk in page.split("href=\"/ui/jobs/").skip(1) {
+            assert!(seen.insert(chunk[..36].to_string()), "a job on two pages");
+        }
+        match page
+            .split("rel=\"next\"")
+            .next()
+            .and_then(|p| p.rsplit("href=\"").next())
+        {
+            Some(next) if page.contains("rel=\"next\"") => {
+                path = next.split('"').next().unwrap().replace("&amp;", "&");
+            }
+            _ => break,
+        }
+        assert!(pages < 10);
+    }
+    assert_eq!((pages, seen.len()), (3, 120));
+}
