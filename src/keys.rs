@@ -19,7 +19,13 @@ use crate::db::queries;
 use crate::error::{Error, Result};
 
 /// Every scope a key may carry.
-pub const SCOPES: &[&str] = &["jobs:read", "jobs:write", "jobs:cancel"];
+pub const SCOPES: &[&str] = &[
+    "jobs:read",
+    "jobs:write",
+    "jobs:cancel",
+    "jobs:retry",
+    "flags:write",
+];
 const KEY_PREFIX: &str = "opsk_";
 /// Characters of a key kept for display (`opsk_` plus 6).
 const SHOWN_PREFIX: usize = 11;

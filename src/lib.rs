@@ -62,6 +62,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod db;

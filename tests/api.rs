@@ -1367,3 +1367,85 @@ async fn answers_before_authentication_are_fixed_json_and_bad_input_is_never_a_5
         assert!(r.body.get("error").is_some(), "{q}: {}", r.text);
     }
 }
+
+/// The bulk routes act on the caller's tenant only, in batches (2,500 rows
+/// cross two batch boundaries), need their scope, count with dry_run, and
+/// refuse a status the action does not apply to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_retry_and_cancel_act_on_the_tenants_matching_jobs_in_batches() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at) \
+         SELECT 'noop', 'tenant-a', 'failed', 3, now() FROM generate_series(1, 2500); \
+         INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at) \
+         SELECT 'noop', 'tenant-b', 'failed', 3, now() FROM generate_series(1, 5); \
+         INSERT INTO ops_jobs (job_type, tenant_id) SELECT 'sleep', 'tenant-a' FROM generate_series(1, 4);",
+    )
+    .await
+    .unwrap();
+    let api = shim(&db).await;
+    let retrier = create_key(&db.url, "retrier", "tenant-a", "jobs:retry,jobs:cancel").await;
+    let reader = create_key(&db.url, "reader", "tenant-a", "jobs:read").await;
+    let post = |key: &str, path: &str, body: Value| {
+        let url = api.url(path);
+        let key = key.to_string();
+        async move { call("POST", &url, Some(&key), Some(body.to_string()), &[]).await }
+    };
+    let r = post(&reader, "/api/ops/bulk/retry", json!({"status": "failed"})).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = post(
+        &retrier,
+        "/api/ops/bulk/retry",
+        json!({"status": "failed", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!({"matched": 2500, "changed": 0, "dry_run": true})
+    );
+    let r = post(&retrier, "/api/ops/bulk/retry", json!({"status": "queued"})).await;
+    assert_eq!(r.status, 422, "retry of queued jobs: {}", r.text);
+    let r = post(
+        &retrier,
+        "/api/ops/bulk/retry",
+        json!({"status": "failed", "job_type": "noop"}),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!({"matched": 2500, "changed": 2500, "dry_run": false}),
+        "{}",
+        r.text
+    );
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM ops_jobs WHERE status = 'failed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 5, "tenant-b's jobs stay failed");
+    let r = post(
+        &retrier,
+        "/api/ops/bulk/cancel",
+        json!({"status": "queued", "job_type": "sleep", "reason": "incident 7"}),
+    )
+    .await;
+    assert_eq!(r.body["changed"], 4, "{}", r.text);
+    let audit: Vec<(String, Value)> = c
+        .query(
+            "SELECT action, detail FROM ops_audit_log WHERE action LIKE 'job.bulk_%' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        audit.len(),
+        2,
+        "one audit row per bulk request, not per job: {audit:?}"
+    );
+    assert_eq!(audit[1].1["reason"], "incident 7");
+}

@@ -596,3 +596,64 @@ async fn stats_and_top_read_the_queue_without_waiting_for_locks_workers_hold() {
     );
     tx.rollback().await.unwrap();
 }
+
+/// `jobs retry --status failed --type T [--dry-run]` and `jobs cancel
+/// --status queued …` from the CLI, across tenants, as the operators' role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_retry_and_cancel_from_the_cli_count_first_and_change_every_tenants_jobs() {
+    let db = roles_db().await;
+    let operator = db.login("opsrunner_worker").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at) \
+         SELECT 'noop', t, 'failed', 3, now() FROM generate_series(1, 3), unnest(ARRAY['a', 'b']) t; \
+         INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at) \
+         VALUES ('noop', 'a', 'failed', 3, now() - interval '2 hours'); \
+         INSERT INTO ops_jobs (job_type) SELECT 'sleep' FROM generate_series(1, 2);",
+    )
+    .await
+    .unwrap();
+    let run = |args: &'static [&'static str]| {
+        let url = operator.clone();
+        async move {
+            let out = opsrunner_cli(&url, args, &[]).await;
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let dry = run(&[
+        "jobs",
+        "retry",
+        "--status",
+        "failed",
+        "--type",
+        "noop",
+        "--since",
+        "1h",
+        "--dry-run",
+    ])
+    .await;
+    assert!(dry.contains("6 jobs match"), "{dry}");
+    let done = run(&[
+        "jobs", "retry", "--status", "failed", "--type", "noop", "--since", "1h",
+    ])
+    .await;
+    assert!(done.contains("6 of 6"), "{done}");
+    let done = run(&["jobs", "cancel", "--status", "queued", "--type", "sleep"]).await;
+    assert!(done.contains("2 of 2"), "{done}");
+    let failed: i64 = c
+        .query_one("SELECT count(*) FROM ops_jobs WHERE status = 'failed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 1, "the one that failed two hours ago");
+    let out = opsrunner_cli(&operator, &["jobs", "retry", "--status", "queued"], &[]).await;
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("failed or cancelled")
+    );
+}

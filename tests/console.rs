@@ -350,3 +350,109 @@ async fn the_job_list_pages_by_keyset_without_repeats_or_gaps() {
     }
     assert_eq!((pages, seen.len()), (3, 120));
 }
+
+/// Bulk retry from the console: the count first, then, confirmed, the
+/// change; only the session tenant's jobs; needs `jobs:retry`; audited with
+/// the filter and the counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_retry_shows_the_count_first_then_changes_only_the_tenants_jobs() {
+    let db = roles_db().await;
+    let retrier = create_key(&db.url, "retrier", "tenant-a", "jobs:read,jobs:retry").await;
+    let reader = create_key(&db.url, "reader", "tenant-a", "jobs:read").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at, error) \
+         SELECT 'noop', t, 'failed', 3, now(), 'boom' FROM generate_series(1, 7), unnest(ARRAY['tenant-a', 'tenant-b']) t",
+    )
+    .await
+    .unwrap();
+    let ui = Console::start(&db, &[]).await;
+    let (cookie, csrf) = ui.sign_in(&retrier).await;
+    let list = ui
+        .get("/ui/jobs?status=failed", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("Retry every matching job"), "{list}");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("action", "retry"),
+        ("status", "failed"),
+        ("job_type", "noop"),
+        ("queue", ""),
+    ];
+    let page = ui
+        .post("/ui/jobs/bulk", Some(&cookie), &form)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("7 jobs match") && page.contains("Yes, retry 7 jobs"),
+        "{page}"
+    );
+    let failed = |t: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(
+                "SELECT count(*) FROM ops_jobs WHERE tenant_id = $1 AND status = 'failed'",
+                &[&t],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        failed("tenant-a").await,
+        7,
+        "nothing changes before the confirmation"
+    );
+    let mut confirmed = form.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let page = ui
+        .post("/ui/jobs/bulk", Some(&cookie), &confirmed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("7 of 7 matching jobs changed"), "{page}");
+    assert_eq!((failed("tenant-a").await, failed("tenant-b").await), (0, 7));
+    let detail: serde_json::Value = c
+        .query_one(
+            "SELECT detail FROM ops_audit_log WHERE action = 'job.bulk_retry'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (
+            detail["matched"].as_i64(),
+            detail["changed"].as_u64(),
+            detail["via"].as_str()
+        ),
+        (Some(7), Some(7), Some("ui"))
+    );
+    assert_eq!(detail["filter"]["job_type"], "noop");
+    // Without the scope: no button, and the POST is refused.
+    let (rc, rcsrf) = ui.sign_in(&reader).await;
+    let list = ui
+        .get("/ui/jobs?status=failed", Some(&rc))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!list.contains("Retry every matching job"));
+    let form = [
+        ("csrf", rcsrf.as_str()),
+        ("action", "retry"),
+        ("status", "failed"),
+        ("confirm", "yes"),
+    ];
+    assert_eq!(
+        ui.post("/ui/jobs/bulk", Some(&rc), &form).await.status(),
+        403
+    );
+}

@@ -96,6 +96,9 @@ GRANT EXECUTE ON FUNCTION ops_api_enqueue(text, text, text, smallint, jsonb, int
     TO opsrunner_api;
 GRANT SELECT ON ops_api_keys, ops_feature_flags, ops_schema_migrations TO opsrunner_api;
 GRANT INSERT ON ops_audit_log TO opsrunner_api;
+-- Bulk retry and cancel, one tenant at a time for the shim (schema v14).
+GRANT EXECUTE ON FUNCTION ops_bulk_batch(text, text, text, text, text, timestamptz, uuid, integer, text)
+    TO opsrunner_api, opsrunner_worker;
 -- The operator console's sessions (schema v13).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_ui_sessions TO opsrunner_api;
 REVOKE EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)

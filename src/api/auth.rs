@@ -40,6 +40,11 @@ impl Scope for JobsWrite {
 impl Scope for JobsCancel {
     const NAME: &'static str = "jobs:cancel";
 }
+/// Putting failed or cancelled jobs back in the queue.
+pub struct JobsRetry;
+impl Scope for JobsRetry {
+    const NAME: &'static str = "jobs:retry";
+}
 
 /// An authenticated caller holding scope `S`, as an axum extractor: a
 /// handler that takes `Authed(who): Authed<JobsWrite>` runs only for a valid

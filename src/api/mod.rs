@@ -42,6 +42,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/ops/jobs"),
     ("get", "/api/ops/jobs/{id}"),
     ("post", "/api/ops/jobs/{id}/cancel"),
+    ("post", "/api/ops/bulk/retry"),
+    ("post", "/api/ops/bulk/cancel"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
@@ -152,6 +154,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/ops/jobs", post(jobs::create).get(jobs::list))
         .route("/api/ops/jobs/{id}", get(jobs::get_one))
         .route("/api/ops/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/ops/bulk/retry", post(jobs::bulk_retry))
+        .route("/api/ops/bulk/cancel", post(jobs::bulk_cancel))
         // The console: under the same per-IP limit (sign-in attempts too).
         .merge(ui::router())
         .fallback(unknown_route)

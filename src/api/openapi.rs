@@ -15,9 +15,12 @@ use super::jobs;
                        The shim only inserts, reads and flags rows; workers run the jobs.",
         license(name = "Apache-2.0")
     ),
-    paths(jobs::create, jobs::list, jobs::get_one, jobs::cancel, healthz, readyz),
+    paths(jobs::create, jobs::list, jobs::get_one, jobs::cancel, jobs::bulk_retry,
+          jobs::bulk_cancel, healthz, readyz),
     components(schemas(jobs::CreateJob, jobs::JobAccepted, jobs::JobView, jobs::JobList,
-                       jobs::ErrorBody, jobs::CancelJob, jobs::StatusFilter)),
+                       jobs::ErrorBody, jobs::CancelJob, jobs::StatusFilter,
+                       jobs::BulkRetry, jobs::BulkCancel, jobs::BulkDone, jobs::RetryStatus,
+                       jobs::CancelStatus)),
     modifiers(&KeyAuth),
     tags((name = "jobs", description = "Enqueue and inspect jobs"),
          (name = "health", description = "Liveness and readiness"))

@@ -5,8 +5,9 @@ use std::io::Write;
 
 use anyhow::{Context as _, bail};
 
-use super::{Ctx, EnqueueArgs, JobsCommand};
+use super::{BulkArgs, Ctx, EnqueueArgs, JobsCommand};
 use crate::audit::operator_identity;
+use crate::bulk::{BulkAction, BulkFilter};
 use crate::jobs::{CancelRequest, JobDetail, JobSummary, NewJob};
 
 /// `opsrunner enqueue`: one job; prints its id.
@@ -68,14 +69,34 @@ pub async fn run(command: JobsCommand, ctx: &Ctx, out: &mut impl Write) -> anyho
                 print_detail(&job, out)?;
             }
         }
-        JobsCommand::Retry { id, reason } => {
+        JobsCommand::Retry {
+            id: None,
+            reason,
+            filter,
+        } => bulk(&client, BulkAction::Retry, filter, reason, out).await?,
+        JobsCommand::Cancel {
+            id: None,
+            reason,
+            filter,
+        } => bulk(&client, BulkAction::Cancel, filter, reason, out).await?,
+        JobsCommand::Retry {
+            id: Some(id),
+            reason,
+            filter,
+        } => {
+            refuse_filter_with_id(&filter)?;
             let by = operator_identity();
             if !crate::jobs::retry(&client, id, reason.as_deref(), &by).await? {
                 bail!("no failed or cancelled job {id}");
             }
             writeln!(out, "{id}: queued again")?;
         }
-        JobsCommand::Cancel { id, reason } => {
+        JobsCommand::Cancel {
+            id: Some(id),
+            reason,
+            filter,
+        } => {
+            refuse_filter_with_id(&filter)?;
             let by = operator_identity();
             let req = CancelRequest {
                 id,
@@ -94,6 +115,60 @@ pub async fn run(command: JobsCommand, ctx: &Ctx, out: &mut impl Write) -> anyho
             }
         }
     }
+    Ok(())
+}
+
+fn refuse_filter_with_id(f: &BulkArgs) -> anyhow::Result<()> {
+    if f.status.is_some()
+        || f.job_type.is_some()
+        || f.queue.is_some()
+        || f.since.is_some()
+        || f.dry_run
+    {
+        bail!("give either a job id or a filter (--status …), not both");
+    }
+    Ok(())
+}
+
+/// `jobs retry|cancel --status S [--type T --queue Q --since D] [--dry-run]`:
+/// every tenant's matching jobs, in batches, audited once.
+async fn bulk(
+    client: &tokio_postgres::Client,
+    action: BulkAction,
+    f: BulkArgs,
+    reason: Option<String>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let Some(status) = f.status else {
+        bail!("give a job id, or --status to act on every matching job");
+    };
+    let filter = BulkFilter {
+        status: status.parse()?,
+        job_type: f.job_type,
+        queue: f.queue,
+        since: f.since,
+    };
+    let matched = crate::bulk::count(client, action, &filter, None).await?;
+    let verb = match action {
+        BulkAction::Retry => "retry",
+        BulkAction::Cancel => "cancel",
+    };
+    if f.dry_run {
+        writeln!(out, "{matched} jobs match; --dry-run: nothing changed")?;
+        return Ok(());
+    }
+    let by = operator_identity();
+    let who = crate::bulk::Requester {
+        actor: &by,
+        via: "cli",
+        reason: reason.as_deref(),
+    };
+    let done = crate::bulk::apply(client, action, &filter, None, matched, &who).await?;
+    writeln!(
+        out,
+        "{verb}: {} of {} matching jobs changed",
+        done.changed, done.matched
+    )?;
     Ok(())
 }
 

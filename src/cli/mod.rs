@@ -236,21 +236,50 @@ pub enum JobsCommand {
     },
     /// Put a failed or cancelled job back into the queue, attempts reset.
     Retry {
-        /// The job's id.
-        id: Uuid,
+        /// The job's id; or, instead, a filter (--status failed|cancelled …)
+        /// to retry every matching job in batches.
+        id: Option<Uuid>,
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// Instead of an id: which jobs.
+        #[command(flatten)]
+        filter: BulkArgs,
     },
     /// Cancel a queued job now, or ask a running job's worker to stop it.
     /// For handlers that cannot stop, cancellation is intent only.
     Cancel {
-        /// The job's id.
-        id: Uuid,
+        /// The job's id; or, instead, a filter (--status queued|running …)
+        /// to cancel every matching job in batches.
+        id: Option<Uuid>,
         /// Why, for the job's error and the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// Instead of an id: which jobs.
+        #[command(flatten)]
+        filter: BulkArgs,
     },
+}
+
+/// The filter of a bulk `jobs retry` or `jobs cancel`.
+#[derive(clap::Args, Debug, Default)]
+pub struct BulkArgs {
+    /// Every job in this state (retry: failed or cancelled; cancel: queued
+    /// or running).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this job type.
+    #[arg(long = "type")]
+    pub job_type: Option<String>,
+    /// Only this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only jobs finished (retry) or created (cancel) this recently, e.g. 1h.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Only count the matching jobs; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `opsrunner keys …`.

@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_ui_sessions",
         sql: include_str!("../../sql/migrations/0013_ui_sessions.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_bulk_and_scopes",
+        sql: include_str!("../../sql/migrations/0014_bulk_and_scopes.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -72,6 +72,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("shared/overview_queues.sql", OVERVIEW_QUEUES),
     ("schedules/upsert.sql", SCHEDULE_UPSERT),
     ("ui/session_create.sql", UI_SESSION_CREATE),
+    ("shared/bulk_batch.sql", BULK_BATCH),
+    ("shared/bulk_count.sql", BULK_COUNT),
     ("ui/session_lookup.sql", UI_SESSION_LOOKUP),
     ("ui/session_revoke.sql", UI_SESSION_REVOKE),
     ("ui/jobs_page.sql", UI_JOBS_PAGE),
@@ -130,6 +132,8 @@ const LIST_FLAGS: &str = include_str!("../../sql/queries/shared/list_flags.sql")
 const LIST_JOBS: &str = include_str!("../../sql/queries/shared/list_jobs.sql");
 const SHOW_JOB: &str = include_str!("../../sql/queries/shared/show_job.sql");
 const OVERVIEW_QUEUES: &str = include_str!("../../sql/queries/shared/overview_queues.sql");
+const BULK_BATCH: &str = include_str!("../../sql/queries/shared/bulk_batch.sql");
+const BULK_COUNT: &str = include_str!("../../sql/queries/shared/bulk_count.sql");
 const UI_SESSION_CREATE: &str = include_str!("../../sql/queries/ui/session_create.sql");
 const UI_SESSION_LOOKUP: &str = include_str!("../../sql/queries/ui/session_lookup.sql");
 const UI_SESSION_REVOKE: &str = include_str!("../../sql/queries/ui/session_revoke.sql");
@@ -1307,4 +1311,66 @@ pub async fn ui_jobs_page(c: &impl GenericClient, p: &JobsPage<'_>) -> Result<Ve
         ],
     )
     .await?)
+}
+
+/// A bulk filter as `shared/bulk_*.sql` take it.
+pub struct BulkParams<'a> {
+    /// `retry` or `cancel`.
+    pub action: &'a str,
+    /// None: every tenant (operators only).
+    pub tenant: Option<&'a str>,
+    /// The status the jobs are in.
+    pub status: &'a str,
+    /// Only this type.
+    pub job_type: Option<&'a str>,
+    /// Only this queue.
+    pub queue: Option<&'a str>,
+    /// Only jobs finished (retry) or created (cancel) since.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// `shared/bulk_count.sql`.
+pub async fn bulk_count(c: &impl GenericClient, p: &BulkParams<'_>) -> Result<i64> {
+    let retry = p.action == "retry";
+    Ok(c.query_one(
+        BULK_COUNT,
+        &[
+            &p.tenant,
+            &p.status,
+            &p.job_type,
+            &p.queue,
+            &p.since,
+            &retry,
+        ],
+    )
+    .await?
+    .try_get(0)?)
+}
+
+/// `shared/bulk_batch.sql`: the ids changed in one batch.
+pub async fn bulk_batch(
+    c: &impl GenericClient,
+    p: &BulkParams<'_>,
+    after: Option<Uuid>,
+    limit: i32,
+    reason: Option<&str>,
+) -> Result<Vec<Uuid>> {
+    c.query(
+        BULK_BATCH,
+        &[
+            &p.action,
+            &p.tenant,
+            &p.status,
+            &p.job_type,
+            &p.queue,
+            &p.since,
+            &after,
+            &limit,
+            &reason,
+        ],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok(r.try_get(0)?))
+    .collect()
 }

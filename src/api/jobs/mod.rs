@@ -14,11 +14,13 @@ use uuid::Uuid;
 
 use super::ApiError;
 
+mod bulk;
 mod cancel;
 mod create;
 mod parse;
 mod read;
 
+pub use bulk::*;
 pub use cancel::*;
 pub use create::*;
 pub use parse::{MAX_PAYLOAD_DEPTH, check_payload, depth, parse_create};

@@ -9,8 +9,9 @@
 //! sessions at the next request.
 //!
 //! Built so far: sign-in, sign-out, the overview, the job list (filters,
-//! keyset pages), a job's detail, and cancel. Not yet: flags, schedules,
-//! audit, retry and the bulk operations (docs/console.md says so).
+//! keyset pages), a job's detail, cancel, and bulk retry/cancel by filter
+//! (count first, then batches). Not yet: flags, schedules and audit pages
+//! (docs/console.md says so).
 
 mod pages;
 mod session;
@@ -31,6 +32,7 @@ pub fn router() -> Router<SharedState> {
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/jobs/{id}/cancel", post(pages::cancel))
+        .route("/ui/jobs/bulk", post(pages::bulk))
         .route("/ui/assets/console.css", get(stylesheet))
         .layer(axum::middleware::map_response(security_headers))
 }

@@ -172,6 +172,137 @@ pub(super) async fn jobs(
                 }
             }
             @if let Some(n) = next { p { a href=(n) rel="next" { "Older jobs →" } } }
+            @if let Some((action, label, scope)) = bulk_offer(status) {
+                @if session.may(scope) {
+                    form method="post" action="/ui/jobs/bulk" {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        input type="hidden" name="action" value=(action);
+                        input type="hidden" name="status" value=(status.unwrap_or(""));
+                        input type="hidden" name="job_type" value=(job_type.unwrap_or(""));
+                        input type="hidden" name="queue" value=(queue.unwrap_or(""));
+                        button type="submit" { (label) }
+                    }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// The bulk action a status filter allows: (action, button, scope).
+fn bulk_offer(status: Option<&str>) -> Option<(&'static str, &'static str, &'static str)> {
+    match status? {
+        "failed" | "cancelled" => Some(("retry", "Retry every matching job…", "jobs:retry")),
+        "queued" | "running" => Some(("cancel", "Cancel every matching job…", "jobs:cancel")),
+        _ => None,
+    }
+}
+
+/// The bulk form: a filter, and `confirm` once the count was shown.
+#[derive(serde::Deserialize)]
+pub(super) struct BulkForm {
+    csrf: String,
+    action: String,
+    status: String,
+    #[serde(default)]
+    job_type: String,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /ui/jobs/bulk`: first shows how many jobs match and asks to
+/// confirm; confirmed, changes them in batches ([`crate::bulk`], audited
+/// with the filter and the counts) and shows the result.
+pub(super) async fn bulk(
+    State(state): State<SharedState>,
+    session: Session,
+    Form(f): Form<BulkForm>,
+) -> Response {
+    if !csrf_ok(&session, &f.csrf) {
+        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
+    }
+    let (action, scope) = match f.action.as_str() {
+        "retry" => (crate::bulk::BulkAction::Retry, "jobs:retry"),
+        "cancel" => (crate::bulk::BulkAction::Cancel, "jobs:cancel"),
+        _ => return (StatusCode::UNPROCESSABLE_ENTITY, "Unknown action").into_response(),
+    };
+    if !session.may(scope) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("This key lacks the {scope} scope"),
+        )
+            .into_response();
+    }
+    let Ok(status) = f.status.parse::<crate::jobs::JobStatus>() else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "Unknown status").into_response();
+    };
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let filter = crate::bulk::BulkFilter {
+        status,
+        job_type: some(&f.job_type),
+        queue: some(&f.queue),
+        since: None,
+    };
+    if let Err(e) = filter.check(action) {
+        return fail(e);
+    }
+    let work = async {
+        let mut c = crate::db::checkout(&state.pool).await?;
+        let tx = tenant_tx(&mut c, &session.tenant).await?;
+        let matched = crate::bulk::count(&*tx, action, &filter, Some(&session.tenant)).await?;
+        tx.commit().await?;
+        let done = if f.confirm == "yes" {
+            let who = crate::bulk::Requester {
+                actor: &session.actor,
+                via: "ui",
+                reason: Some("bulk change in the console"),
+            };
+            Some(
+                crate::bulk::apply(
+                    c.client(),
+                    action,
+                    &filter,
+                    Some(&session.tenant),
+                    matched,
+                    &who,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        c.release();
+        Ok::<_, ApiError>((matched, done))
+    };
+    let (matched, done) = match work.await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    layout(
+        "Bulk change",
+        Some(&session),
+        html! {
+            h1 { "Bulk " (f.action) }
+            p { "Filter: status " (f.status)
+                @if !f.job_type.is_empty() { ", type " (f.job_type) }
+                @if !f.queue.is_empty() { ", queue " (f.queue) } "." }
+            @if let Some(d) = done {
+                p { (d.changed) " of " (d.matched) " matching jobs changed." }
+                p { a href="/ui/jobs" { "Back to the jobs" } }
+            } @else {
+                p { (matched) " jobs match." }
+                form method="post" action="/ui/jobs/bulk" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    input type="hidden" name="action" value=(f.action);
+                    input type="hidden" name="status" value=(f.status);
+                    input type="hidden" name="job_type" value=(f.job_type);
+                    input type="hidden" name="queue" value=(f.queue);
+                    input type="hidden" name="confirm" value="yes";
+                    button type="submit" { "Yes, " (f.action) " " (matched) " jobs" }
+                }
+            }
         },
     )
     .into_response()
