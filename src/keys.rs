@@ -25,6 +25,7 @@ pub const SCOPES: &[&str] = &[
     "jobs:cancel",
     "jobs:retry",
     "flags:write",
+    "admin",
 ];
 const KEY_PREFIX: &str = "opsk_";
 /// Characters of a key kept for display (`opsk_` plus 6).

@@ -456,3 +456,108 @@ async fn bulk_retry_shows_the_count_first_then_changes_only_the_tenants_jobs() {
         403
     );
 }
+
+/// Flags, schedules and the audit log are for the operators' tenant; a flag
+/// switch needs `flags:write`, the form token and a reason, and is audited;
+/// the audit page needs `admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_pages_switch_flags_with_a_reason_and_show_schedules_and_the_audit_log() {
+    let db = roles_db().await;
+    let master = "console-master-key-0123456789abcdef0123456789";
+    let outsider = create_key(
+        &db.url,
+        "outsider",
+        "tenant-x",
+        "jobs:read,flags:write,admin",
+    )
+    .await;
+    let flagger = create_key(&db.url, "flagger", "default", "jobs:read,flags:write").await;
+    let out = opsrunner_cli(
+        &db.url,
+        &[
+            "schedules",
+            "add",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--type",
+            "noop",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ui = Console::start(&db, &[("OPS_API_KEY", master)]).await;
+    let (xc, xcsrf) = ui.sign_in(&outsider).await;
+    for path in ["/ui/flags", "/ui/schedules", "/ui/audit"] {
+        assert_eq!(
+            ui.get(path, Some(&xc)).await.status(),
+            403,
+            "{path} for another tenant"
+        );
+    }
+    let form = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("name", "noop".to_string()),
+            ("enabled", "true".to_string()),
+            ("reason", "incident 9 over".to_string()),
+        ]
+    };
+    let f = form(&xcsrf);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(ui.post("/ui/flags", Some(&xc), &f).await.status(), 403);
+
+    let (fc, fcsrf) = ui.sign_in(&flagger).await;
+    let page = ui.get("/ui/flags", Some(&fc)).await.text().await.unwrap();
+    assert!(page.contains("Feature flags"), "{page}");
+    let mut no_reason = form(&fcsrf);
+    no_reason[3].1 = " ".into();
+    let nr: Vec<(&str, &str)> = no_reason.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(ui.post("/ui/flags", Some(&fc), &nr).await.status(), 422);
+    let f = form(&fcsrf);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(ui.post("/ui/flags", Some(&fc), &f).await.status(), 303);
+    let c = db.client().await;
+    let (on, reason): (bool, String) = {
+        let r = c
+            .query_one(
+                "SELECT enabled, reason FROM ops_feature_flags WHERE name = 'noop'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(on && reason == "incident 9 over");
+    let page = ui.get("/ui/flags", Some(&fc)).await.text().await.unwrap();
+    assert!(
+        page.contains("incident 9 over") && page.contains("key:flagger"),
+        "{page}"
+    );
+    let schedules = ui
+        .get("/ui/schedules", Some(&fc))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        schedules.contains("nightly") && schedules.contains("0 3 * * *"),
+        "{schedules}"
+    );
+    assert_eq!(
+        ui.get("/ui/audit", Some(&fc)).await.status(),
+        403,
+        "no admin scope"
+    );
+    let (mc, _) = ui.sign_in(master).await;
+    let audit = ui.get("/ui/audit", Some(&mc)).await.text().await.unwrap();
+    assert!(
+        audit.contains("flag.enable") && audit.contains("ui.sign_in"),
+        "{audit}"
+    );
+}

@@ -19,7 +19,29 @@
 ALTER TABLE ops_api_keys DROP CONSTRAINT ops_api_keys_scopes_check;
 ALTER TABLE ops_api_keys ADD CONSTRAINT ops_api_keys_scopes_check
     CHECK (cardinality(scopes) >= 1
-           AND scopes <@ ARRAY['jobs:read', 'jobs:write', 'jobs:cancel', 'jobs:retry', 'flags:write']::text[]);
+           AND scopes <@ ARRAY['jobs:read', 'jobs:write', 'jobs:cancel', 'jobs:retry', 'flags:write',
+                                'admin']::text[]);
+
+-- The console's flag switch: the shim's role may not write flags itself.
+-- (Who may is decided by the shim: the flags:write scope, in the operators'
+-- tenant, api.tenant.) Audited like `opsrunner flags`.
+CREATE FUNCTION ops_api_set_flag(p_name text, p_enabled boolean, p_reason text, p_by text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    WITH flag AS (
+        INSERT INTO ops_feature_flags (name, enabled, reason, updated_by, updated_at)
+        VALUES (p_name, p_enabled, left(p_reason, 500), left(p_by, 200), now())
+        ON CONFLICT (name) DO UPDATE
+        SET enabled = EXCLUDED.enabled, reason = EXCLUDED.reason,
+            updated_by = EXCLUDED.updated_by, updated_at = now()
+        RETURNING name
+    )
+    INSERT INTO ops_audit_log (actor, action, target, detail)
+    SELECT p_by, CASE WHEN p_enabled THEN 'flag.enable' ELSE 'flag.disable' END, name,
+           jsonb_build_object('reason', p_reason, 'via', 'ui')
+    FROM flag
+$$;
+REVOKE EXECUTE ON FUNCTION ops_api_set_flag(text, boolean, text, text) FROM PUBLIC;
 
 CREATE FUNCTION ops_bulk_batch(p_action text, p_tenant text, p_status text, p_job_type text,
                                p_queue text, p_since timestamptz, p_after uuid, p_limit integer,

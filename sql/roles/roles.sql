@@ -99,6 +99,10 @@ GRANT INSERT ON ops_audit_log TO opsrunner_api;
 -- Bulk retry and cancel, one tenant at a time for the shim (schema v14).
 GRANT EXECUTE ON FUNCTION ops_bulk_batch(text, text, text, text, text, timestamptz, uuid, integer, text)
     TO opsrunner_api, opsrunner_worker;
+-- The console: flag switches through their function, and the schedules and
+-- audit pages (shown to operators' sessions only; schema v14).
+GRANT EXECUTE ON FUNCTION ops_api_set_flag(text, boolean, text, text) TO opsrunner_api;
+GRANT SELECT ON ops_schedules, ops_schedule_slots, ops_audit_log TO opsrunner_api;
 -- The operator console's sessions (schema v13).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_ui_sessions TO opsrunner_api;
 REVOKE EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)

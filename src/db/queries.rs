@@ -77,6 +77,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("ui/session_lookup.sql", UI_SESSION_LOOKUP),
     ("ui/session_revoke.sql", UI_SESSION_REVOKE),
     ("ui/jobs_page.sql", UI_JOBS_PAGE),
+    ("ui/set_flag.sql", UI_SET_FLAG),
+    ("ui/audit_page.sql", UI_AUDIT_PAGE),
     ("schedules/list.sql", SCHEDULE_LIST),
     ("schedules/slots.sql", SCHEDULE_SLOTS),
     ("schedules/set_enabled.sql", SCHEDULE_SET_ENABLED),
@@ -138,6 +140,8 @@ const UI_SESSION_CREATE: &str = include_str!("../../sql/queries/ui/session_creat
 const UI_SESSION_LOOKUP: &str = include_str!("../../sql/queries/ui/session_lookup.sql");
 const UI_SESSION_REVOKE: &str = include_str!("../../sql/queries/ui/session_revoke.sql");
 const UI_JOBS_PAGE: &str = include_str!("../../sql/queries/ui/jobs_page.sql");
+const UI_SET_FLAG: &str = include_str!("../../sql/queries/ui/set_flag.sql");
+const UI_AUDIT_PAGE: &str = include_str!("../../sql/queries/ui/audit_page.sql");
 const SCHEDULE_UPSERT: &str = include_str!("../../sql/queries/schedules/upsert.sql");
 const SCHEDULE_LIST: &str = include_str!("../../sql/queries/schedules/list.sql");
 const SCHEDULE_SLOTS: &str = include_str!("../../sql/queries/schedules/slots.sql");
@@ -1373,4 +1377,26 @@ pub async fn bulk_batch(
     .iter()
     .map(|r| Ok(r.try_get(0)?))
     .collect()
+}
+
+/// `ui/set_flag.sql`.
+pub async fn ui_set_flag(
+    c: &impl GenericClient,
+    name: &str,
+    enabled: bool,
+    reason: &str,
+    by: &str,
+) -> Result<()> {
+    c.execute(UI_SET_FLAG, &[&name, &enabled, &reason, &by])
+        .await?;
+    Ok(())
+}
+
+/// `ui/audit_page.sql`.
+pub async fn ui_audit_page(
+    c: &impl GenericClient,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Row>> {
+    Ok(c.query(UI_AUDIT_PAGE, &[&before, &limit]).await?)
 }

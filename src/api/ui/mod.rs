@@ -10,9 +10,11 @@
 //!
 //! Built so far: sign-in, sign-out, the overview, the job list (filters,
 //! keyset pages), a job's detail, cancel, and bulk retry/cancel by filter
-//! (count first, then batches). Not yet: flags, schedules and audit pages
-//! (docs/console.md says so).
+//! (count first, then batches), flags (switchable with `flags:write`),
+//! schedules and the audit log (`admin`), the last three for sessions of
+//! the operators' tenant only.
 
+mod admin;
 mod pages;
 mod session;
 
@@ -33,6 +35,9 @@ pub fn router() -> Router<SharedState> {
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/jobs/{id}/cancel", post(pages::cancel))
         .route("/ui/jobs/bulk", post(pages::bulk))
+        .route("/ui/flags", get(admin::flags).post(admin::set_flag))
+        .route("/ui/schedules", get(admin::schedules))
+        .route("/ui/audit", get(admin::audit))
         .route("/ui/assets/console.css", get(stylesheet))
         .layer(axum::middleware::map_response(security_headers))
 }

@@ -106,6 +106,9 @@ pub(super) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ht
                         @if let Some(s) = session {
                             a href="/ui" { "Overview" }
                             a href="/ui/jobs" { "Jobs" }
+                            a href="/ui/flags" { "Flags" }
+                            a href="/ui/schedules" { "Schedules" }
+                            @if s.may("admin") { a href="/ui/audit" { "Audit" } }
                             span { (s.actor) " · tenant " (s.tenant) }
                             form method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(s.csrf);
