@@ -561,3 +561,224 @@ async fn operator_pages_switch_flags_with_a_reason_and_show_schedules_and_the_au
         "{audit}"
     );
 }
+
+/// A minimal W3C WebDriver client for chromedriver: enough to type, click
+/// and read, in a real headless Chromium.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    _driver: tokio::process::Child,
+    _profile: TempDir,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    async fn start() -> Self {
+        let port = free_port();
+        // Its own process group, so that Drop takes Chromium down with it
+        // even when a test fails half-way.
+        let driver = tokio::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver (scripts/test installs chromium-driver)");
+        let http = browser();
+        let root = format!("http://127.0.0.1:{port}");
+        let profile = temp_dir("chromium-profile");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let mut session = None;
+        for _ in 0..100 {
+            if let Ok(r) = http
+                .post(format!("{root}/session"))
+                .header("content-type", "application/json")
+                .body(caps.to_string())
+                .send()
+                .await
+            {
+                let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+                session = Some(
+                    v["value"]["sessionId"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{v}"))
+                        .to_string(),
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let id = session.expect("chromedriver answered");
+        Self {
+            http,
+            base: format!("{root}/session/{id}"),
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    async fn cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        let r = if body.is_null() {
+            r
+        } else {
+            r.header("content-type", "application/json")
+                .body(body.to_string())
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&r.send().await.unwrap().text().await.unwrap()).unwrap();
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/url",
+            serde_json::json!({"url": url}),
+        )
+        .await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {css}: {v}"))
+            .to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            serde_json::json!({"text": text}),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+
+    async fn url(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/url", serde_json::Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn source(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/source", serde_json::Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn cookies(&self) -> serde_json::Value {
+        self.cmd(reqwest::Method::GET, "/cookie", serde_json::Value::Null)
+            .await
+    }
+
+    /// Ends the session: chromedriver closes Chromium.
+    async fn quit(&self) {
+        self.cmd(reqwest::Method::DELETE, "", serde_json::Value::Null)
+            .await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self._driver.id() {
+            // SAFETY: kill(2) on the process group of a child we spawned.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// In a real Chromium: sign in through the form, read the overview and the
+/// job list, open a job, cancel it with its button (the form token travels
+/// in the page), see the cookie as the browser keeps it (HttpOnly, Strict),
+/// and sign out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_real_browser_an_operator_signs_in_finds_a_job_cancels_it_and_signs_out() {
+    let db = roles_db().await;
+    let key = create_key(&db.url, "browser", "default", "jobs:read,jobs:cancel").await;
+    let c = db.client().await;
+    let id: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, payload) VALUES ('sleep', '{\"ms\": 5}') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let ui = Console::start(&db, &[]).await;
+    let b = Browser::start().await;
+    b.go(&ui.api.url("/ui/jobs")).await;
+    assert!(
+        b.url().await.ends_with("/ui/login"),
+        "no session: the sign-in form"
+    );
+    b.type_into("input[name=key]", &key).await;
+    b.click("button[type=submit]").await;
+    assert!(b.url().await.ends_with("/ui"), "{}", b.url().await);
+    assert!(b.source().await.contains("Overview"));
+    let cookies = b.cookies().await;
+    let session = cookies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ops_session")
+        .unwrap_or_else(|| panic!("{cookies}"))
+        .clone();
+    assert_eq!(session["httpOnly"], true, "{session}");
+    assert_eq!(session["sameSite"], "Strict", "{session}");
+    assert_eq!(session["path"], "/ui", "{session}");
+    b.go(&ui.api.url("/ui/jobs?status=queued")).await;
+    b.click(&format!("a[href='/ui/jobs/{id}']")).await;
+    assert!(b.source().await.contains(&id.to_string()));
+    b.click("form[action$='/cancel'] button").await;
+    let status: String = c
+        .query_one("SELECT status::text FROM ops_jobs WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "cancelled");
+    assert!(b.source().await.contains("status-cancelled"));
+    b.click("form[action='/ui/logout'] button").await;
+    assert!(b.url().await.ends_with("/ui/login"));
+    b.go(&ui.api.url("/ui")).await;
+    assert!(b.url().await.ends_with("/ui/login"), "signed out for good");
+    b.quit().await;
+}
