@@ -782,3 +782,136 @@ async fn in_a_real_browser_an_operator_signs_in_finds_a_job_cancels_it_and_signs
     assert!(b.url().await.ends_with("/ui/login"), "signed out for good");
     b.quit().await;
 }
+
+/// The job list's time-range, schedule and id-prefix filters; the
+/// overview's chart of the last hour; a failed job retried from its page
+/// (form token and `jobs:retry`; another tenant's job cannot be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_chart_and_retrying_one_failed_job() {
+    let db = roles_db().await;
+    let key = create_key(&db.url, "ops", "default", "jobs:read,jobs:retry").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "INSERT INTO ops_jobs (job_type, idempotency_key) VALUES ('noop', 'schedule:nightly:2026-12-01T03:00:00Z'); \
+         INSERT INTO ops_jobs (job_type, created_at) VALUES ('noop', now() - interval '3 days'); \
+         INSERT INTO ops_jobs (job_type, status, attempt, finished_at, error) \
+         SELECT 'noop', 'succeeded', 1, now() - interval '5 minutes', NULL FROM generate_series(1, 4); \
+         INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at) VALUES ('noop', 'other', 'failed', 3, now());",
+    )
+    .await
+    .unwrap();
+    let failed: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, status, attempt, finished_at, error) VALUES ('noop', 'failed', 3, now(), 'boom') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let other: uuid::Uuid = c
+        .query_one("SELECT id FROM ops_jobs WHERE tenant_id = 'other'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ui = Console::start(&db, &[]).await;
+    let (cookie, csrf) = ui.sign_in(&key).await;
+    let rows = |page: &str| page.matches("href=\"/ui/jobs/").count();
+    let all = ui
+        .get("/ui/jobs", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rows(&all), 7, "{all}");
+    let recent = ui
+        .get("/ui/jobs?since=24h", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rows(&recent), 6, "the 3-day-old job is out");
+    let sched = ui
+        .get("/ui/jobs?schedule=nightly", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rows(&sched), 1);
+    let prefix = &failed.to_string()[..13];
+    let by_id = ui
+        .get(&format!("/ui/jobs?id={prefix}"), Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(by_id.contains(&failed.to_string()), "{by_id}");
+    assert_eq!(
+        ui.get("/ui/jobs?id=zz';--", Some(&cookie)).await.status(),
+        422
+    );
+    assert_eq!(
+        ui.get("/ui/jobs?since=forever", Some(&cookie))
+            .await
+            .status(),
+        422
+    );
+    let overview = ui.get("/ui", Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        overview.contains("<svg") && overview.contains("5 jobs finished in the last hour"),
+        "{overview}"
+    );
+
+    let page = ui
+        .get(&format!("/ui/jobs/{failed}"), Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Retry this job"), "{page}");
+    let r = ui
+        .post(
+            &format!("/ui/jobs/{other}/retry"),
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 409, "another tenant's job");
+    assert_eq!(
+        ui.post(
+            &format!("/ui/jobs/{failed}/retry"),
+            Some(&cookie),
+            &[("csrf", "0")]
+        )
+        .await
+        .status(),
+        403
+    );
+    let r = ui
+        .post(
+            &format!("/ui/jobs/{failed}/retry"),
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (status, attempt): (String, i32) = {
+        let r = c
+            .query_one(
+                "SELECT status::text, attempt FROM ops_jobs WHERE id = $1",
+                &[&failed],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((status.as_str(), attempt), ("queued", 0));
+    let audited: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ops_audit_log WHERE action = 'job.retry' AND target = $1",
+            &[&failed.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+}

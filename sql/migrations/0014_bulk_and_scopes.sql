@@ -43,6 +43,28 @@ LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION ops_api_set_flag(text, boolean, text, text) FROM PUBLIC;
 
+-- The console's Retry button: one failed or cancelled job of one tenant
+-- back to the queue as new (as shared/retry_job.sql does for operators),
+-- audited. NULL when the job is not that tenant's, or not retryable.
+CREATE FUNCTION ops_api_retry(p_tenant text, p_id uuid, p_actor text)
+RETURNS uuid
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    WITH req AS (
+        UPDATE ops_jobs
+        SET status = 'queued', attempt = 0, run_at = now(), result = NULL, error = NULL,
+            cancel_requested = false, cancel_requested_at = NULL, cancel_reason = NULL,
+            lease_owner = NULL, lease_expires_at = NULL, started_at = NULL, finished_at = NULL
+        WHERE id = p_id AND tenant_id = p_tenant AND status IN ('failed', 'cancelled')
+        RETURNING id, tenant_id
+    ), audit AS (
+        INSERT INTO ops_audit_log (actor, action, target, tenant_id, detail)
+        SELECT p_actor, 'job.retry', req.id::text, req.tenant_id, jsonb_build_object('via', 'ui')
+        FROM req
+    )
+    SELECT id FROM req
+$$;
+REVOKE EXECUTE ON FUNCTION ops_api_retry(text, uuid, text) FROM PUBLIC;
+
 CREATE FUNCTION ops_bulk_batch(p_action text, p_tenant text, p_status text, p_job_type text,
                                p_queue text, p_since timestamptz, p_after uuid, p_limit integer,
                                p_reason text)

@@ -78,6 +78,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("ui/session_revoke.sql", UI_SESSION_REVOKE),
     ("ui/jobs_page.sql", UI_JOBS_PAGE),
     ("ui/set_flag.sql", UI_SET_FLAG),
+    ("ui/retry_job.sql", UI_RETRY_JOB),
+    ("ui/throughput.sql", UI_THROUGHPUT),
     ("ui/audit_page.sql", UI_AUDIT_PAGE),
     ("schedules/list.sql", SCHEDULE_LIST),
     ("schedules/slots.sql", SCHEDULE_SLOTS),
@@ -141,6 +143,8 @@ const UI_SESSION_LOOKUP: &str = include_str!("../../sql/queries/ui/session_looku
 const UI_SESSION_REVOKE: &str = include_str!("../../sql/queries/ui/session_revoke.sql");
 const UI_JOBS_PAGE: &str = include_str!("../../sql/queries/ui/jobs_page.sql");
 const UI_SET_FLAG: &str = include_str!("../../sql/queries/ui/set_flag.sql");
+const UI_RETRY_JOB: &str = include_str!("../../sql/queries/ui/retry_job.sql");
+const UI_THROUGHPUT: &str = include_str!("../../sql/queries/ui/throughput.sql");
 const UI_AUDIT_PAGE: &str = include_str!("../../sql/queries/ui/audit_page.sql");
 const SCHEDULE_UPSERT: &str = include_str!("../../sql/queries/schedules/upsert.sql");
 const SCHEDULE_LIST: &str = include_str!("../../sql/queries/schedules/list.sql");
@@ -1299,6 +1303,12 @@ pub struct JobsPage<'a> {
     pub after: Option<Uuid>,
     /// Page size.
     pub limit: i64,
+    /// Created since.
+    pub since: Option<DateTime<Utc>>,
+    /// Enqueued by this schedule.
+    pub schedule: Option<&'a str>,
+    /// Ids starting with this (hex, dashes ignored).
+    pub id_prefix: Option<&'a str>,
 }
 
 /// `ui/jobs_page.sql`.
@@ -1312,6 +1322,9 @@ pub async fn ui_jobs_page(c: &impl GenericClient, p: &JobsPage<'_>) -> Result<Ve
             &p.queue,
             &p.after,
             &p.limit,
+            &p.since,
+            &p.schedule,
+            &p.id_prefix,
         ],
     )
     .await?)
@@ -1399,4 +1412,28 @@ pub async fn ui_audit_page(
     limit: i64,
 ) -> Result<Vec<Row>> {
     Ok(c.query(UI_AUDIT_PAGE, &[&before, &limit]).await?)
+}
+
+/// `ui/retry_job.sql`: the id when the job went back to the queue.
+pub async fn ui_retry_job(
+    c: &impl GenericClient,
+    tenant: &str,
+    id: Uuid,
+    by: &str,
+) -> Result<Option<Uuid>> {
+    Ok(c.query_one(UI_RETRY_JOB, &[&tenant, &id, &by])
+        .await?
+        .try_get(0)?)
+}
+
+/// `ui/throughput.sql`: (minute, succeeded, failed) over the last hour.
+pub async fn ui_throughput(
+    c: &impl GenericClient,
+    tenant: &str,
+) -> Result<Vec<(DateTime<Utc>, i64, i64)>> {
+    c.query(UI_THROUGHPUT, &[&tenant])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
 }

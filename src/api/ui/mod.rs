@@ -34,6 +34,7 @@ pub fn router() -> Router<SharedState> {
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/jobs/{id}/cancel", post(pages::cancel))
+        .route("/ui/jobs/{id}/retry", post(pages::retry))
         .route("/ui/jobs/bulk", post(pages::bulk))
         .route("/ui/flags", get(admin::flags).post(admin::set_flag))
         .route("/ui/schedules", get(admin::schedules))

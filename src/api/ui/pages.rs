@@ -19,6 +19,14 @@ use crate::db::queries;
 /// Rows per page of `/ui/jobs`.
 const PAGE: i64 = 50;
 
+/// The time ranges of the job list: (value, label, seconds).
+const SINCE: &[(&str, &str, i64)] = &[
+    ("15m", "last 15 minutes", 900),
+    ("1h", "last hour", 3600),
+    ("24h", "last 24 hours", 86_400),
+    ("7d", "last 7 days", 604_800),
+];
+
 fn fail(e: impl Into<ApiError>) -> Response {
     e.into().into_response()
 }
@@ -39,11 +47,12 @@ pub(super) async fn overview(State(state): State<SharedState>, session: Session)
         let mut c = crate::db::checkout(&state.pool).await?;
         let tx = tenant_tx(&mut c, &session.tenant).await?;
         let rows = queries::overview_queues(&*tx, Some(&session.tenant)).await?;
+        let per_minute = queries::ui_throughput(&*tx, &session.tenant).await?;
         tx.commit().await?;
         c.release();
-        Ok::<_, ApiError>(rows)
+        Ok::<_, ApiError>((rows, per_minute))
     };
-    let rows = match read.await {
+    let (rows, per_minute) = match read.await {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -52,6 +61,8 @@ pub(super) async fn overview(State(state): State<SharedState>, session: Session)
         Some(&session),
         html! {
             h1 { "Overview" }
+            h2 { "Finished per minute, last hour" }
+            (chart(&per_minute, chrono::Utc::now()))
             table {
                 thead { tr {
                     th { "Job type" } th { "Queue" } th.num { "Queued" } th.num { "Later" }
@@ -77,6 +88,41 @@ pub(super) async fn overview(State(state): State<SharedState>, session: Session)
     .into_response()
 }
 
+/// The last hour as SVG bars, one per minute: succeeded (green) under
+/// failed (red). Presentation attributes only: the CSP allows no inline
+/// style.
+fn chart(
+    per_minute: &[(chrono::DateTime<chrono::Utc>, i64, i64)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> maud::Markup {
+    let (w, h, bar) = (600.0_f64, 120.0_f64, 10.0_f64);
+    let max = per_minute
+        .iter()
+        .map(|(_, s, f)| s + f)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let total: i64 = per_minute.iter().map(|(_, s, f)| s + f).sum();
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" width=(w) height=(h + 14.0) viewBox={ "0 0 " (w) " " (h + 14.0) }
+            role="img" aria-label={ (total) " jobs finished in the last hour" } {
+            rect x="0" y="0" width=(w) height=(h) fill="#ffffff" stroke="#e3e6ea" {}
+            @for (minute, ok, failed) in per_minute {
+                @let ago = (now - *minute).num_minutes().clamp(0, 59) as f64;
+                @let x = w - (ago + 1.0) * bar;
+                @let ok_h = (*ok as f64) / max * (h - 4.0);
+                @let fail_h = (*failed as f64) / max * (h - 4.0);
+                rect x=(x) y=(h - ok_h) width=(bar - 1.0) height=(ok_h) fill="#1b6e3a" {
+                    title { (minute.format("%H:%M")) ": " (ok) " succeeded, " (failed) " failed" }
+                }
+                rect x=(x) y=(h - ok_h - fail_h) width=(bar - 1.0) height=(fail_h) fill="#b3261e" {}
+            }
+            text x="0" y=(h + 12.0) font-size="10" fill="#555" { "-60 min" }
+            text x=(w - 24.0) y=(h + 12.0) font-size="10" fill="#555" { "now" }
+        }
+    }
+}
+
 fn filter<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     q.get(key).map(String::as_str).filter(|v| !v.is_empty())
 }
@@ -100,6 +146,28 @@ pub(super) async fn jobs(
         }
     };
     let (job_type, queue) = (filter(&q, "job_type"), filter(&q, "queue"));
+    let schedule = filter(&q, "schedule");
+    let id_prefix = filter(&q, "id");
+    if id_prefix
+        .is_some_and(|p| p.len() > 36 || !p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+    {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`id` is not the start of a job id",
+        )
+            .into_response();
+    }
+    let lower_prefix = id_prefix.map(str::to_ascii_lowercase);
+    let since_key = filter(&q, "since");
+    let since = match since_key {
+        None => None,
+        Some(k) => match SINCE.iter().find(|(key, _, _)| *key == k) {
+            Some((_, _, secs)) => Some(chrono::Utc::now() - chrono::Duration::seconds(*secs)),
+            None => {
+                return (StatusCode::UNPROCESSABLE_ENTITY, "Unknown time range").into_response();
+            }
+        },
+    };
     let read = async {
         let mut c = crate::db::checkout(&state.pool).await?;
         let tx = tenant_tx(&mut c, &session.tenant).await?;
@@ -112,6 +180,9 @@ pub(super) async fn jobs(
                 queue,
                 after,
                 limit: PAGE,
+                since,
+                schedule,
+                id_prefix: lower_prefix.as_deref(),
             },
         )
         .await?;
@@ -129,7 +200,14 @@ pub(super) async fn jobs(
         .flatten()
         .map(|id| {
             let mut params = vec![format!("after={id}")];
-            for (k, v) in [("status", status), ("job_type", job_type), ("queue", queue)] {
+            for (k, v) in [
+                ("status", status),
+                ("job_type", job_type),
+                ("queue", queue),
+                ("since", since_key),
+                ("schedule", schedule),
+                ("id", id_prefix),
+            ] {
                 if let Some(v) = v {
                     params.push(format!("{k}={}", urlencode(v)));
                 }
@@ -150,6 +228,14 @@ pub(super) async fn jobs(
                 }
                 input name="job_type" placeholder="job type" value=(job_type.unwrap_or(""));
                 input name="queue" placeholder="queue" value=(queue.unwrap_or(""));
+                select name="since" {
+                    option value="" { "any time" }
+                    @for (key, label, _) in SINCE {
+                        option value=(key) selected[since_key == Some(*key)] { (label) }
+                    }
+                }
+                input name="schedule" placeholder="schedule" value=(schedule.unwrap_or(""));
+                input name="id" placeholder="id starts with" value=(id_prefix.unwrap_or(""));
                 button type="submit" { "Filter" }
             }
             table {
@@ -373,6 +459,12 @@ pub(super) async fn job(
             }
             h2 { "Payload" } pre { (pretty(row.get("payload"))) }
             h2 { "Result" } pre { (pretty(row.get("result"))) }
+            @if matches!(status.as_str(), "failed" | "cancelled") && session.may("jobs:retry") {
+                form method="post" action={ "/ui/jobs/" (id) "/retry" } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button type="submit" { "Retry this job" }
+                }
+            }
             @if !finished && session.may("jobs:cancel") {
                 form method="post" action={ "/ui/jobs/" (id) "/cancel" } {
                     input type="hidden" name="csrf" value=(session.csrf);
@@ -422,6 +514,40 @@ pub(super) async fn cancel(
     };
     match write.await {
         Ok(_) => Redirect::to(&format!("/ui/jobs/{id}")).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+/// `POST /ui/jobs/{id}/retry`: a failed or cancelled job of the session's
+/// tenant back to the queue as new; form token and `jobs:retry`; audited.
+pub(super) async fn retry(
+    State(state): State<SharedState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
+    }
+    if !session.may("jobs:retry") {
+        return (StatusCode::FORBIDDEN, "This key lacks the jobs:retry scope").into_response();
+    }
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return (StatusCode::NOT_FOUND, "Job not found").into_response();
+    };
+    let write = async {
+        let c = crate::db::checkout(&state.pool).await?;
+        let done = queries::ui_retry_job(c.client(), &session.tenant, id, &session.actor).await?;
+        c.release();
+        Ok::<_, ApiError>(done)
+    };
+    match write.await {
+        Ok(Some(_)) => Redirect::to(&format!("/ui/jobs/{id}")).into_response(),
+        Ok(None) => (
+            StatusCode::CONFLICT,
+            "Only a failed or cancelled job of yours can be retried",
+        )
+            .into_response(),
         Err(e) => fail(e),
     }
 }
