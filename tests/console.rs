@@ -915,3 +915,110 @@ async fn filters_chart_and_retrying_one_failed_job() {
         .get(0);
     assert_eq!(audited, 1);
 }
+
+/// Schedules from the console (admin): disable and enable a CLI-made
+/// schedule, run one now; a key without `admin` cannot; all audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sessions_disable_enable_and_run_a_schedule_now() {
+    let db = roles_db().await;
+    let admin = create_key(&db.url, "admin", "default", "jobs:read,admin").await;
+    let plain = create_key(&db.url, "plain", "default", "jobs:read").await;
+    let out = opsrunner_cli(
+        &db.url,
+        &[
+            "schedules",
+            "add",
+            "hourly",
+            "--cron",
+            "0 * * * *",
+            "--type",
+            "noop",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ui = Console::start(&db, &[]).await;
+    let (pc, pcsrf) = ui.sign_in(&plain).await;
+    let page = ui
+        .get("/ui/schedules", Some(&pc))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("hourly") && !page.contains("Run now"),
+        "{page}"
+    );
+    let op = |csrf: &str, op: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("name", "hourly".to_string()),
+            ("op", op.to_string()),
+        ]
+    };
+    let as_refs = |v: &Vec<(&'static str, String)>| {
+        v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
+    };
+    let f = as_refs(&op(&pcsrf, "run-now"));
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(ui.post("/ui/schedules", Some(&pc), &f).await.status(), 403);
+
+    let (ac, acsrf) = ui.sign_in(&admin).await;
+    for (what, expect_enabled) in [("disable", false), ("enable", true)] {
+        let f = as_refs(&op(&acsrf, what));
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            ui.post("/ui/schedules", Some(&ac), &f).await.status(),
+            303,
+            "{what}"
+        );
+        let enabled: bool = db
+            .client()
+            .await
+            .query_one(
+                "SELECT enabled FROM ops_schedules WHERE name = 'hourly'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(enabled, expect_enabled, "{what}");
+    }
+    let f = as_refs(&op(&acsrf, "run-now"));
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(ui.post("/ui/schedules", Some(&ac), &f).await.status(), 303);
+    let c = db.client().await;
+    let jobs: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ops_jobs WHERE idempotency_key LIKE 'schedule:hourly:run-now:%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 1);
+    let actions: Vec<String> = c
+        .query(
+            "SELECT action FROM ops_audit_log WHERE target = 'hourly' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "schedule.add",
+            "schedule.disable",
+            "schedule.enable",
+            "schedule.run_now"
+        ]
+    );
+}

@@ -65,6 +65,53 @@ LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION ops_api_retry(text, uuid, text) FROM PUBLIC;
 
+-- The console's schedule buttons (admin sessions): enable/disable a
+-- CLI-made schedule (re-enabling starts at p_next_slot, computed by the
+-- shim from the expression), and run one extra job now. Audited like
+-- `opsrunner schedules`. NULL / false when there is no such CLI schedule.
+CREATE FUNCTION ops_api_schedule_set_enabled(p_name text, p_enabled boolean,
+                                             p_next_slot timestamptz, p_by text)
+RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    WITH s AS (
+        UPDATE ops_schedules
+        SET enabled = p_enabled, updated_at = now(), updated_by = left(p_by, 200),
+            next_slot = CASE WHEN p_enabled AND NOT enabled THEN p_next_slot ELSE next_slot END
+        WHERE name = p_name AND source = 'cli'
+        RETURNING name
+    ), audit AS (
+        INSERT INTO ops_audit_log (actor, action, target, detail)
+        SELECT p_by, CASE WHEN p_enabled THEN 'schedule.enable' ELSE 'schedule.disable' END,
+               name, jsonb_build_object('via', 'ui')
+        FROM s
+    )
+    SELECT EXISTS (SELECT 1 FROM s)
+$$;
+REVOKE EXECUTE ON FUNCTION ops_api_schedule_set_enabled(text, boolean, timestamptz, text) FROM PUBLIC;
+
+CREATE FUNCTION ops_api_schedule_run_now(p_name text, p_by text)
+RETURNS uuid
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    WITH job AS (
+        INSERT INTO ops_jobs (job_type, queue, priority, payload, max_attempts, timeout,
+                              idempotency_key)
+        SELECT job_type, queue, priority, payload, max_attempts, timeout,
+               'schedule:' || name || ':run-now:' || gen_random_uuid()
+        FROM ops_schedules WHERE name = p_name
+        RETURNING id
+    ), slot AS (
+        INSERT INTO ops_schedule_slots (schedule, slot, outcome, job_id)
+        SELECT p_name, now(), 'run_now', id FROM job
+        ON CONFLICT (schedule, slot) DO NOTHING
+    ), audit AS (
+        INSERT INTO ops_audit_log (actor, action, target, detail)
+        SELECT p_by, 'schedule.run_now', p_name, jsonb_build_object('job_id', id, 'via', 'ui')
+        FROM job
+    )
+    SELECT id FROM job
+$$;
+REVOKE EXECUTE ON FUNCTION ops_api_schedule_run_now(text, text) FROM PUBLIC;
+
 CREATE FUNCTION ops_bulk_batch(p_action text, p_tenant text, p_status text, p_job_type text,
                                p_queue text, p_since timestamptz, p_after uuid, p_limit integer,
                                p_reason text)

@@ -103,6 +103,8 @@ GRANT EXECUTE ON FUNCTION ops_bulk_batch(text, text, text, text, text, timestamp
 -- audit pages (shown to operators' sessions only; schema v14).
 GRANT EXECUTE ON FUNCTION ops_api_set_flag(text, boolean, text, text) TO opsrunner_api;
 GRANT EXECUTE ON FUNCTION ops_api_retry(text, uuid, text) TO opsrunner_api;
+GRANT EXECUTE ON FUNCTION ops_api_schedule_set_enabled(text, boolean, timestamptz, text),
+                          ops_api_schedule_run_now(text, text) TO opsrunner_api;
 GRANT SELECT ON ops_schedules, ops_schedule_slots, ops_audit_log TO opsrunner_api;
 -- The operator console's sessions (schema v13).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_ui_sessions TO opsrunner_api;

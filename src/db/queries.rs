@@ -79,6 +79,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("ui/jobs_page.sql", UI_JOBS_PAGE),
     ("ui/set_flag.sql", UI_SET_FLAG),
     ("ui/retry_job.sql", UI_RETRY_JOB),
+    ("ui/schedule_set_enabled.sql", UI_SCHEDULE_SET_ENABLED),
+    ("ui/schedule_run_now.sql", UI_SCHEDULE_RUN_NOW),
     ("ui/throughput.sql", UI_THROUGHPUT),
     ("ui/audit_page.sql", UI_AUDIT_PAGE),
     ("schedules/list.sql", SCHEDULE_LIST),
@@ -144,6 +146,8 @@ const UI_SESSION_REVOKE: &str = include_str!("../../sql/queries/ui/session_revok
 const UI_JOBS_PAGE: &str = include_str!("../../sql/queries/ui/jobs_page.sql");
 const UI_SET_FLAG: &str = include_str!("../../sql/queries/ui/set_flag.sql");
 const UI_RETRY_JOB: &str = include_str!("../../sql/queries/ui/retry_job.sql");
+const UI_SCHEDULE_SET_ENABLED: &str = include_str!("../../sql/queries/ui/schedule_set_enabled.sql");
+const UI_SCHEDULE_RUN_NOW: &str = include_str!("../../sql/queries/ui/schedule_run_now.sql");
 const UI_THROUGHPUT: &str = include_str!("../../sql/queries/ui/throughput.sql");
 const UI_AUDIT_PAGE: &str = include_str!("../../sql/queries/ui/audit_page.sql");
 const SCHEDULE_UPSERT: &str = include_str!("../../sql/queries/schedules/upsert.sql");
@@ -1436,4 +1440,30 @@ pub async fn ui_throughput(
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect()
+}
+
+/// `ui/schedule_set_enabled.sql`.
+pub async fn ui_schedule_set_enabled(
+    c: &impl GenericClient,
+    name: &str,
+    enabled: bool,
+    next_slot: Option<DateTime<Utc>>,
+    by: &str,
+) -> Result<bool> {
+    Ok(
+        c.query_one(UI_SCHEDULE_SET_ENABLED, &[&name, &enabled, &next_slot, &by])
+            .await?
+            .try_get(0)?,
+    )
+}
+
+/// `ui/schedule_run_now.sql`.
+pub async fn ui_schedule_run_now(
+    c: &impl GenericClient,
+    name: &str,
+    by: &str,
+) -> Result<Option<Uuid>> {
+    Ok(c.query_one(UI_SCHEDULE_RUN_NOW, &[&name, &by])
+        .await?
+        .try_get(0)?)
 }

@@ -157,7 +157,7 @@ pub(super) async fn schedules(State(state): State<SharedState>, session: Session
         Some(&session),
         html! {
             h1 { "Cron schedules" }
-            p { "Change them with " code { "opsrunner schedules" } " or the config file." }
+            p { "Define them with " code { "opsrunner schedules add" } " or the config file." }
             table {
                 thead { tr { th { "Name" } th { "Cron" } th { "Zone" } th { "Type" } th { "Enabled" } th { "Next slot" } th { "Last slot" } th.num { "Missed" } th { "Source" } } }
                 tbody {
@@ -168,6 +168,24 @@ pub(super) async fn schedules(State(state): State<SharedState>, session: Session
                             td { (if s.enabled { "yes" } else { "no" }) }
                             td { (when(s.next_slot)) } td { (when(s.last_slot)) }
                             td.num { (s.missed_slots) } td { (s.source) }
+                            @if session.may("admin") {
+                                td {
+                                    @if s.source == "cli" {
+                                        form method="post" action="/ui/schedules" {
+                                            input type="hidden" name="csrf" value=(session.csrf);
+                                            input type="hidden" name="name" value=(s.name);
+                                            input type="hidden" name="op" value=(if s.enabled { "disable" } else { "enable" });
+                                            button type="submit" { @if s.enabled { "Disable" } @else { "Enable" } }
+                                        }
+                                    }
+                                    form method="post" action="/ui/schedules" {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="name" value=(s.name);
+                                        input type="hidden" name="op" value="run-now";
+                                        button type="submit" { "Run now" }
+                                    }
+                                }
+                            }
                         }
                     }
                     @if rows.is_empty() { tr { td colspan="9" { "No schedules." } } }
@@ -226,4 +244,67 @@ pub(super) async fn audit(
         },
     )
     .into_response()
+}
+
+/// A schedule button.
+#[derive(serde::Deserialize)]
+pub(super) struct ScheduleForm {
+    csrf: String,
+    name: String,
+    op: String,
+}
+
+/// `POST /ui/schedules`: enable, disable (CLI-made schedules) or run now;
+/// form token and `admin`; audited.
+pub(super) async fn schedule_op(
+    State(state): State<SharedState>,
+    session: Session,
+    Form(f): Form<ScheduleForm>,
+) -> Response {
+    if let Some(r) = operators_only(&state, &session) {
+        return r;
+    }
+    if !csrf_ok(&session, &f.csrf) {
+        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
+    }
+    if !session.may("admin") {
+        return (StatusCode::FORBIDDEN, "This key lacks the admin scope").into_response();
+    }
+    let write = async {
+        let c = crate::db::checkout(&state.pool).await?;
+        let done = match f.op.as_str() {
+            "run-now" => queries::ui_schedule_run_now(c.client(), &f.name, &session.actor)
+                .await?
+                .is_some(),
+            "enable" | "disable" => {
+                let enabled = f.op == "enable";
+                let next = match queries::schedule_list(c.client(), Some(&f.name))
+                    .await?
+                    .first()
+                {
+                    Some(s) => {
+                        let now = crate::schedules::db_time(c.client()).await?;
+                        crate::schedules::Cron::parse(&s.cron, &s.time_zone)
+                            .ok()
+                            .and_then(|cron| cron.next_after(now))
+                    }
+                    None => None,
+                };
+                queries::ui_schedule_set_enabled(c.client(), &f.name, enabled, next, &session.actor)
+                    .await?
+            }
+            _ => false,
+        };
+        c.release();
+        Ok::<_, ApiError>(done)
+    };
+    match write.await {
+        Ok(true) => Redirect::to("/ui/schedules").into_response(),
+        Ok(false) => (
+            StatusCode::CONFLICT,
+            "No such schedule, or it belongs to the config file (change it there)",
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }

@@ -37,7 +37,10 @@ pub fn router() -> Router<SharedState> {
         .route("/ui/jobs/{id}/retry", post(pages::retry))
         .route("/ui/jobs/bulk", post(pages::bulk))
         .route("/ui/flags", get(admin::flags).post(admin::set_flag))
-        .route("/ui/schedules", get(admin::schedules))
+        .route(
+            "/ui/schedules",
+            get(admin::schedules).post(admin::schedule_op),
+        )
         .route("/ui/audit", get(admin::audit))
         .route("/ui/assets/console.css", get(stylesheet))
         .layer(axum::middleware::map_response(security_headers))
