@@ -752,8 +752,22 @@ async fn in_a_real_browser_an_operator_signs_in_finds_a_job_cancels_it_and_signs
     );
     b.type_into("input[name=key]", &key).await;
     b.click("button[type=submit]").await;
-    assert!(b.url().await.ends_with("/ui"), "{}", b.url().await);
-    assert!(b.source().await.contains("Overview"));
+    // A click returns before the navigation it starts has finished (seen
+    // under CI load): wait for each page.
+    let page = |what: &'static str, done: fn(&str, &str) -> bool| {
+        let b = &b;
+        async move {
+            wait_for(std::time::Duration::from_secs(15), what, || async {
+                let (url, src) = (b.url().await, b.source().await);
+                done(&url, &src).then_some(())
+            })
+            .await
+        }
+    };
+    page("the overview", |url, src| {
+        url.ends_with("/ui") && src.contains("Overview")
+    })
+    .await;
     let cookies = b.cookies().await;
     let session = cookies
         .as_array()
@@ -767,17 +781,20 @@ async fn in_a_real_browser_an_operator_signs_in_finds_a_job_cancels_it_and_signs
     assert_eq!(session["path"], "/ui", "{session}");
     b.go(&ui.api.url("/ui/jobs?status=queued")).await;
     b.click(&format!("a[href='/ui/jobs/{id}']")).await;
-    assert!(b.source().await.contains(&id.to_string()));
+    page("the job's page", |_, src| src.contains("Cancel this job")).await;
     b.click("form[action$='/cancel'] button").await;
+    page("the cancelled job's page", |_, src| {
+        src.contains("status-cancelled")
+    })
+    .await;
     let status: String = c
         .query_one("SELECT status::text FROM ops_jobs WHERE id = $1", &[&id])
         .await
         .unwrap()
         .get(0);
     assert_eq!(status, "cancelled");
-    assert!(b.source().await.contains("status-cancelled"));
     b.click("form[action='/ui/logout'] button").await;
-    assert!(b.url().await.ends_with("/ui/login"));
+    page("the sign-in form", |url, _| url.ends_with("/ui/login")).await;
     b.go(&ui.api.url("/ui")).await;
     assert!(b.url().await.ends_with("/ui/login"), "signed out for good");
     b.quit().await;
