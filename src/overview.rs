@@ -27,7 +27,7 @@ pub struct Overview {
 /// consistent snapshot of its own).
 pub async fn take(client: &tokio_postgres::Client) -> Result<Overview> {
     let start = Instant::now();
-    let queues = queries::overview_queues(client, None).await?;
+    let queues = queries::overview_queues(client, None, 60.0).await?;
     let daemons = queries::overview_daemons(client).await?;
     Ok(Overview {
         queues,

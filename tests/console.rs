@@ -270,6 +270,16 @@ async fn revoking_the_key_or_signing_out_ends_the_session_at_once() {
     let ui = Console::start(&db, &[]).await;
     let (cookie, csrf) = ui.sign_in(&key).await;
     let (other, _) = ui.sign_in(&key).await;
+    // An idle session ends after api.ui_session_idle.
+    let idle = Console::start(&db, &[("OPSRUNNER_API__UI_SESSION_IDLE", "1s")]).await;
+    let (sleepy, _) = idle.sign_in(&key).await;
+    assert_eq!(idle.get("/ui", Some(&sleepy)).await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        idle.get("/ui", Some(&sleepy)).await.status(),
+        303,
+        "idle too long"
+    );
     let r = ui
         .post("/ui/logout", Some(&cookie), &[("csrf", &csrf)])
         .await;

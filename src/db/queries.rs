@@ -877,12 +877,15 @@ pub struct QueueOverview {
     pub oldest_queued_age_seconds: Option<f64>,
 }
 
-/// `shared/overview_queues.sql`: every tenant's jobs, or `tenant`'s.
+/// `shared/overview_queues.sql`: every tenant's jobs, or `tenant`'s; the
+/// finished counts over the last `window_secs` (the fields say "minute":
+/// that is `top`'s window).
 pub async fn overview_queues(
     c: &impl GenericClient,
     tenant: Option<&str>,
+    window_secs: f64,
 ) -> Result<Vec<QueueOverview>> {
-    let rows = c.query(OVERVIEW_QUEUES, &[&tenant]).await?;
+    let rows = c.query(OVERVIEW_QUEUES, &[&tenant, &window_secs]).await?;
     rows.iter()
         .map(|r| {
             Ok(QueueOverview {

@@ -1,5 +1,7 @@
 -- `opsrunner top`, `opsrunner stats` and the console's overview: $1 the
--- tenant (NULL = every tenant). Per job type and queue, the jobs
+-- tenant (NULL = every tenant), $2 the window of the finished counts in
+-- seconds (60 for top, 3600 for the console; the *_last_minute columns
+-- count that window). Per job type and queue, the jobs
 -- queued and runnable now, queued for later (run_at ahead), running, and
 -- succeeded, failed and cancelled in the last minute, with the age of the
 -- oldest runnable job. A plain read (ACCESS SHARE, no row locks): it never
@@ -24,7 +26,7 @@ WITH live AS (
            count(*) FILTER (WHERE status = 'cancelled') AS cancelled
     FROM ops_jobs
     WHERE status IN ('succeeded', 'failed', 'cancelled')
-      AND finished_at > now() - interval '1 minute'
+      AND finished_at > now() - make_interval(secs => $2)
       AND ($1::text IS NULL OR tenant_id = $1)
     GROUP BY job_type, queue
 )

@@ -40,13 +40,14 @@ fn age(secs: Option<f64>) -> String {
     }
 }
 
-/// `GET /ui`: per job type and queue, the tenant's queued, later, running
-/// and last-minute outcomes, and the oldest queued age.
+/// `GET /ui`: the last hour's chart, then per job type and queue the
+/// tenant's queued, later, running and last-hour outcomes, and the oldest
+/// queued age.
 pub(super) async fn overview(State(state): State<SharedState>, session: Session) -> Response {
     let read = async {
         let mut c = crate::db::checkout(&state.pool).await?;
         let tx = tenant_tx(&mut c, &session.tenant).await?;
-        let rows = queries::overview_queues(&*tx, Some(&session.tenant)).await?;
+        let rows = queries::overview_queues(&*tx, Some(&session.tenant), 3600.0).await?;
         let per_minute = queries::ui_throughput(&*tx, &session.tenant).await?;
         tx.commit().await?;
         c.release();
@@ -66,8 +67,8 @@ pub(super) async fn overview(State(state): State<SharedState>, session: Session)
             table {
                 thead { tr {
                     th { "Job type" } th { "Queue" } th.num { "Queued" } th.num { "Later" }
-                    th.num { "Running" } th.num { "Succeeded/min" } th.num { "Failed/min" }
-                    th.num { "Cancelled/min" } th.num { "Oldest queued" }
+                    th.num { "Running" } th.num { "Succeeded, last hour" } th.num { "Failed, last hour" }
+                    th.num { "Cancelled, last hour" } th.num { "Oldest queued" }
                 } }
                 tbody {
                     @for r in &rows {
@@ -80,7 +81,7 @@ pub(super) async fn overview(State(state): State<SharedState>, session: Session)
                             td.num { (age(r.oldest_queued_age_seconds)) }
                         }
                     }
-                    @if rows.is_empty() { tr { td colspan="9" { "No unfinished jobs, and none finished in the last minute." } } }
+                    @if rows.is_empty() { tr { td colspan="9" { "No unfinished jobs, and none finished in the last hour." } } }
                 }
             }
         },
