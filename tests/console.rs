@@ -70,13 +70,18 @@ impl Console {
         r.send().await.unwrap()
     }
 
+    /// The text of a page fetched with `cookie`.
+    async fn page(&self, path: &str, cookie: &str) -> String {
+        self.get(path, Some(cookie)).await.text().await.unwrap()
+    }
+
     /// Signs in with `key`; the `name=value` cookie and the page's form token.
     async fn sign_in(&self, key: &str) -> (String, String) {
         let r = self.post("/ui/login", None, &[("key", key)]).await;
         assert_eq!(r.status(), 303, "sign-in");
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         let cookie = set.split(';').next().unwrap().to_string();
-        let page = self.get("/ui", Some(&cookie)).await.text().await.unwrap();
+        let page = self.page("/ui", &cookie).await;
         (cookie, csrf_of(&page))
     }
 }
@@ -188,7 +193,7 @@ async fn a_session_sees_only_its_tenant_and_cancel_needs_the_form_token_and_the_
     let ui = Console::start(&db, &[]).await;
     let (ca, csrf_a) = ui.sign_in(&reader_a).await;
     let (cb, csrf_b) = ui.sign_in(&canceller_b).await;
-    let list = ui.get("/ui/jobs", Some(&ca)).await.text().await.unwrap();
+    let list = ui.page("/ui/jobs", &ca).await;
     assert!(
         list.contains(&a.to_string()) && !list.contains(&b.to_string()),
         "{list}"
@@ -197,12 +202,7 @@ async fn a_session_sees_only_its_tenant_and_cancel_needs_the_form_token_and_the_
         ui.get(&format!("/ui/jobs/{b}"), Some(&ca)).await.status(),
         404
     );
-    let detail = ui
-        .get(&format!("/ui/jobs/{a}"), Some(&ca))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let detail = ui.page(&format!("/ui/jobs/{a}"), &ca).await;
     assert!(
         detail.contains("&lt;b&gt;x&lt;/b&gt;") && !detail.contains("<b>x</b>"),
         "escaped: {detail}"
@@ -211,7 +211,7 @@ async fn a_session_sees_only_its_tenant_and_cancel_needs_the_form_token_and_the_
         !detail.contains("Cancel this job"),
         "no cancel button without the scope"
     );
-    let overview = ui.get("/ui", Some(&ca)).await.text().await.unwrap();
+    let overview = ui.page("/ui", &ca).await;
     assert!(overview.contains("noop"), "{overview}");
 
     // Cancel: the form token and the scope, or nothing happens.
@@ -341,7 +341,7 @@ async fn the_job_list_pages_by_keyset_without_repeats_or_gaps() {
     let mut path = "/ui/jobs?status=queued".to_string();
     let mut pages = 0;
     loop {
-        let page = ui.get(&path, Some(&cookie)).await.text().await.unwrap();
+        let page = ui.page(&path, &cookie).await;
         pages += 1;
         for chunk in page.split("href=\"/ui/jobs/").skip(1) {
             assert!(seen.insert(chunk[..36].to_string()), "a job on two pages");
@@ -378,12 +378,7 @@ async fn bulk_retry_shows_the_count_first_then_changes_only_the_tenants_jobs() {
     .unwrap();
     let ui = Console::start(&db, &[]).await;
     let (cookie, csrf) = ui.sign_in(&retrier).await;
-    let list = ui
-        .get("/ui/jobs?status=failed", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let list = ui.page("/ui/jobs?status=failed", &cookie).await;
     assert!(list.contains("Retry every matching job"), "{list}");
     let form = [
         ("csrf", csrf.as_str()),
@@ -448,12 +443,7 @@ async fn bulk_retry_shows_the_count_first_then_changes_only_the_tenants_jobs() {
     assert_eq!(detail["filter"]["job_type"], "noop");
     // Without the scope: no button, and the POST is refused.
     let (rc, rcsrf) = ui.sign_in(&reader).await;
-    let list = ui
-        .get("/ui/jobs?status=failed", Some(&rc))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let list = ui.page("/ui/jobs?status=failed", &rc).await;
     assert!(!list.contains("Retry every matching job"));
     let form = [
         ("csrf", rcsrf.as_str()),
@@ -523,7 +513,7 @@ async fn operator_pages_switch_flags_with_a_reason_and_show_schedules_and_the_au
     assert_eq!(ui.post("/ui/flags", Some(&xc), &f).await.status(), 403);
 
     let (fc, fcsrf) = ui.sign_in(&flagger).await;
-    let page = ui.get("/ui/flags", Some(&fc)).await.text().await.unwrap();
+    let page = ui.page("/ui/flags", &fc).await;
     assert!(page.contains("Feature flags"), "{page}");
     let mut no_reason = form(&fcsrf);
     no_reason[3].1 = " ".into();
@@ -544,17 +534,12 @@ async fn operator_pages_switch_flags_with_a_reason_and_show_schedules_and_the_au
         (r.get(0), r.get(1))
     };
     assert!(on && reason == "incident 9 over");
-    let page = ui.get("/ui/flags", Some(&fc)).await.text().await.unwrap();
+    let page = ui.page("/ui/flags", &fc).await;
     assert!(
         page.contains("incident 9 over") && page.contains("key:flagger"),
         "{page}"
     );
-    let schedules = ui
-        .get("/ui/schedules", Some(&fc))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let schedules = ui.page("/ui/schedules", &fc).await;
     assert!(
         schedules.contains("nightly") && schedules.contains("0 3 * * *"),
         "{schedules}"
@@ -565,7 +550,7 @@ async fn operator_pages_switch_flags_with_a_reason_and_show_schedules_and_the_au
         "no admin scope"
     );
     let (mc, _) = ui.sign_in(master).await;
-    let audit = ui.get("/ui/audit", Some(&mc)).await.text().await.unwrap();
+    let audit = ui.page("/ui/audit", &mc).await;
     assert!(
         audit.contains("flag.enable") && audit.contains("ui.sign_in"),
         "{audit}"
@@ -843,34 +828,14 @@ async fn filters_chart_and_retrying_one_failed_job() {
     let ui = Console::start(&db, &[]).await;
     let (cookie, csrf) = ui.sign_in(&key).await;
     let rows = |page: &str| page.matches("href=\"/ui/jobs/").count();
-    let all = ui
-        .get("/ui/jobs", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let all = ui.page("/ui/jobs", &cookie).await;
     assert_eq!(rows(&all), 7, "{all}");
-    let recent = ui
-        .get("/ui/jobs?since=24h", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let recent = ui.page("/ui/jobs?since=24h", &cookie).await;
     assert_eq!(rows(&recent), 6, "the 3-day-old job is out");
-    let sched = ui
-        .get("/ui/jobs?schedule=nightly", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let sched = ui.page("/ui/jobs?schedule=nightly", &cookie).await;
     assert_eq!(rows(&sched), 1);
     let prefix = &failed.to_string()[..13];
-    let by_id = ui
-        .get(&format!("/ui/jobs?id={prefix}"), Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let by_id = ui.page(&format!("/ui/jobs?id={prefix}"), &cookie).await;
     assert!(by_id.contains(&failed.to_string()), "{by_id}");
     assert_eq!(
         ui.get("/ui/jobs?id=zz';--", Some(&cookie)).await.status(),
@@ -882,18 +847,13 @@ async fn filters_chart_and_retrying_one_failed_job() {
             .status(),
         422
     );
-    let overview = ui.get("/ui", Some(&cookie)).await.text().await.unwrap();
+    let overview = ui.page("/ui", &cookie).await;
     assert!(
         overview.contains("<svg") && overview.contains("5 jobs finished in the last hour"),
         "{overview}"
     );
 
-    let page = ui
-        .get(&format!("/ui/jobs/{failed}"), Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = ui.page(&format!("/ui/jobs/{failed}"), &cookie).await;
     assert!(page.contains("Retry this job"), "{page}");
     let r = ui
         .post(
@@ -971,12 +931,7 @@ async fn admin_sessions_disable_enable_and_run_a_schedule_now() {
     );
     let ui = Console::start(&db, &[]).await;
     let (pc, pcsrf) = ui.sign_in(&plain).await;
-    let page = ui
-        .get("/ui/schedules", Some(&pc))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = ui.page("/ui/schedules", &pc).await;
     assert!(
         page.contains("hourly") && !page.contains("Run now"),
         "{page}"

@@ -128,6 +128,29 @@ fn check_names(
     Ok(())
 }
 
+/// The request's fields, checked, as the filter [`crate::bulk`] takes.
+fn parsed(
+    status: crate::jobs::JobStatus,
+    job_type: Option<String>,
+    queue: Option<String>,
+    since_seconds: Option<u32>,
+    dry_run: bool,
+    reason: Option<String>,
+) -> Result<Parsed, ApiError> {
+    check_names(&job_type, &queue, &reason, since_seconds)?;
+    let filter = BulkFilter {
+        status,
+        job_type,
+        queue,
+        since: since_seconds.map(|s| std::time::Duration::from_secs(s.into())),
+    };
+    Ok(Parsed {
+        filter,
+        dry_run,
+        reason,
+    })
+}
+
 async fn body_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(body, 16 * 1024)
         .await
@@ -199,30 +222,19 @@ pub async fn bulk_retry(
     body: Body,
 ) -> Result<Json<BulkDone>, ApiError> {
     let r: BulkRetry = body_json(body).await?;
-    check_names(&r.job_type, &r.queue, &r.reason, r.since_seconds)?;
     let status = match r.status {
         RetryStatus::Failed => crate::jobs::JobStatus::Failed,
         RetryStatus::Cancelled => crate::jobs::JobStatus::Cancelled,
     };
-    let filter = BulkFilter {
+    let p = parsed(
         status,
-        job_type: r.job_type,
-        queue: r.queue,
-        since: r
-            .since_seconds
-            .map(|s| std::time::Duration::from_secs(s.into())),
-    };
-    run(
-        &state,
-        &who,
-        BulkAction::Retry,
-        Parsed {
-            filter,
-            dry_run: r.dry_run,
-            reason: r.reason,
-        },
-    )
-    .await
+        r.job_type,
+        r.queue,
+        r.since_seconds,
+        r.dry_run,
+        r.reason,
+    )?;
+    run(&state, &who, BulkAction::Retry, p).await
 }
 
 /// Cancel the tenant's matching queued jobs and ask its matching running
@@ -249,28 +261,17 @@ pub async fn bulk_cancel(
     body: Body,
 ) -> Result<Json<BulkDone>, ApiError> {
     let r: BulkCancel = body_json(body).await?;
-    check_names(&r.job_type, &r.queue, &r.reason, r.since_seconds)?;
     let status = match r.status {
         CancelStatus::Queued => crate::jobs::JobStatus::Queued,
         CancelStatus::Running => crate::jobs::JobStatus::Running,
     };
-    let filter = BulkFilter {
+    let p = parsed(
         status,
-        job_type: r.job_type,
-        queue: r.queue,
-        since: r
-            .since_seconds
-            .map(|s| std::time::Duration::from_secs(s.into())),
-    };
-    run(
-        &state,
-        &who,
-        BulkAction::Cancel,
-        Parsed {
-            filter,
-            dry_run: r.dry_run,
-            reason: r.reason,
-        },
-    )
-    .await
+        r.job_type,
+        r.queue,
+        r.since_seconds,
+        r.dry_run,
+        r.reason,
+    )?;
+    run(&state, &who, BulkAction::Cancel, p).await
 }

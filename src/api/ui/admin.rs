@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
-use super::session::{Session, csrf_ok, layout};
+use super::session::{Session, layout, refuse_write};
 use crate::api::{ApiError, SharedState};
 use crate::db::queries;
 
@@ -100,15 +100,8 @@ pub(super) async fn set_flag(
     if let Some(r) = operators_only(&state, &session) {
         return r;
     }
-    if !csrf_ok(&session, &f.csrf) {
-        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
-    }
-    if !session.may("flags:write") {
-        return (
-            StatusCode::FORBIDDEN,
-            "This key lacks the flags:write scope",
-        )
-            .into_response();
+    if let Some(refused) = refuse_write(&session, &f.csrf, "flags:write") {
+        return refused;
     }
     if !crate::jobs::valid_name(&f.name) || f.reason.trim().is_empty() {
         return (
@@ -264,11 +257,8 @@ pub(super) async fn schedule_op(
     if let Some(r) = operators_only(&state, &session) {
         return r;
     }
-    if !csrf_ok(&session, &f.csrf) {
-        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
-    }
-    if !session.may("admin") {
-        return (StatusCode::FORBIDDEN, "This key lacks the admin scope").into_response();
+    if let Some(refused) = refuse_write(&session, &f.csrf, "admin") {
+        return refused;
     }
     let write = async {
         let c = crate::db::checkout(&state.pool).await?;

@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::html;
 use uuid::Uuid;
 
-use super::session::{CsrfForm, Session, csrf_ok, layout};
+use super::session::{CsrfForm, Session, layout, refuse_write};
 use crate::api::jobs::tenant_tx;
 use crate::api::{ApiError, SharedState};
 use crate::db::queries;
@@ -307,20 +307,13 @@ pub(super) async fn bulk(
     session: Session,
     Form(f): Form<BulkForm>,
 ) -> Response {
-    if !csrf_ok(&session, &f.csrf) {
-        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
-    }
     let (action, scope) = match f.action.as_str() {
         "retry" => (crate::bulk::BulkAction::Retry, "jobs:retry"),
         "cancel" => (crate::bulk::BulkAction::Cancel, "jobs:cancel"),
         _ => return (StatusCode::UNPROCESSABLE_ENTITY, "Unknown action").into_response(),
     };
-    if !session.may(scope) {
-        return (
-            StatusCode::FORBIDDEN,
-            format!("This key lacks the {scope} scope"),
-        )
-            .into_response();
+    if let Some(refused) = refuse_write(&session, &f.csrf, scope) {
+        return refused;
     }
     let Ok(status) = f.status.parse::<crate::jobs::JobStatus>() else {
         return (StatusCode::UNPROCESSABLE_ENTITY, "Unknown status").into_response();
@@ -485,15 +478,8 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !csrf_ok(&session, &form.csrf) {
-        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
-    }
-    if !session.may("jobs:cancel") {
-        return (
-            StatusCode::FORBIDDEN,
-            "This key lacks the jobs:cancel scope",
-        )
-            .into_response();
+    if let Some(refused) = refuse_write(&session, &form.csrf, "jobs:cancel") {
+        return refused;
     }
     let Ok(id) = Uuid::parse_str(&id) else {
         return (StatusCode::NOT_FOUND, "Job not found").into_response();
@@ -527,11 +513,8 @@ pub(super) async fn retry(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !csrf_ok(&session, &form.csrf) {
-        return (StatusCode::FORBIDDEN, "Form token missing or wrong").into_response();
-    }
-    if !session.may("jobs:retry") {
-        return (StatusCode::FORBIDDEN, "This key lacks the jobs:retry scope").into_response();
+    if let Some(refused) = refuse_write(&session, &form.csrf, "jobs:retry") {
+        return refused;
     }
     let Ok(id) = Uuid::parse_str(&id) else {
         return (StatusCode::NOT_FOUND, "Job not found").into_response();

@@ -234,6 +234,24 @@ pub(super) struct CsrfForm {
     pub csrf: String,
 }
 
+/// The checks every console write makes: this session's form token, then
+/// the scope. `Some` is the refusal to answer.
+pub(super) fn refuse_write(session: &Session, presented: &str, scope: &str) -> Option<Response> {
+    if !csrf_ok(session, presented) {
+        return Some((StatusCode::FORBIDDEN, "Form token missing or wrong").into_response());
+    }
+    if !session.may(scope) {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                format!("This key lacks the {scope} scope"),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
 /// Whether `presented` is this session's form token (constant time).
 pub(super) fn csrf_ok(session: &Session, presented: &str) -> bool {
     use subtle::ConstantTimeEq;
