@@ -1004,3 +1004,56 @@ async fn admin_sessions_disable_enable_and_run_a_schedule_now() {
         ]
     );
 }
+
+/// A job's page shows its attempts and transitions with the worker that ran
+/// each; the shim's role reads the events of its tenant's jobs only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_page_shows_its_trail_and_the_worker_and_no_tenant_sees_anothers_events() {
+    let db = roles_db().await;
+    let key = create_key(&db.url, "ops", "tenant-a", "jobs:read").await;
+    let c = db.client().await;
+    let mut ids = Vec::new();
+    for (tenant, worker) in [("tenant-a", "vm-a:101:aaaa"), ("tenant-b", "vm-b:202:bbbb")] {
+        let id: uuid::Uuid = c
+            .query_one(
+                "INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at, error) \
+                 VALUES ('noop', $1, 'failed', 1, now(), 'exit 1') RETURNING id",
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        c.execute(
+            "INSERT INTO ops_job_events (job_id, from_status, to_status, attempt, worker, detail, attempt_started_at) \
+             VALUES ($1, 'running', 'failed', 1, $2, 'exit 1', now() - interval '1 second')",
+            &[&id, &worker],
+        )
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let ui = Console::start(&db, &[]).await;
+    let (cookie, _) = ui.sign_in(&key).await;
+    let page = ui.page(&format!("/ui/jobs/{}", ids[0]), &cookie).await;
+    assert!(
+        page.contains("Attempts and transitions") && page.contains("vm-a:101:aaaa"),
+        "{page}"
+    );
+    assert!(
+        page.contains("running") && page.contains("failed"),
+        "{page}"
+    );
+    // The role itself, with tenant-a set: tenant-a's event only.
+    let api = connect(&db.login("opsrunner_api").await).await;
+    api.batch_execute("BEGIN; SET LOCAL app.tenant_id = 'tenant-a'")
+        .await
+        .unwrap();
+    let workers: Vec<String> = api
+        .query("SELECT worker FROM ops_job_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(workers, ["vm-a:101:aaaa"]);
+}

@@ -88,7 +88,7 @@ REVOKE ALL ON ops_jobs, ops_job_events FROM opsrunner_api;
 GRANT SELECT (id, job_type, queue, priority, status, payload, result, error, attempt,
               max_attempts, run_at, cancel_requested, cancel_requested_at, cancel_reason,
               idempotency_key, tenant_id, timeout, dry_run, created_at, updated_at,
-              started_at, finished_at)
+              started_at, finished_at, lease_owner)
     ON ops_jobs TO opsrunner_api;
 GRANT EXECUTE ON FUNCTION ops_api_enqueue(text, text, text, smallint, jsonb, integer, timestamptz,
                                           float8, text, text, boolean),
@@ -108,6 +108,17 @@ GRANT EXECUTE ON FUNCTION ops_api_schedule_set_enabled(text, boolean, timestampt
 GRANT SELECT ON ops_schedules, ops_schedule_slots, ops_audit_log TO opsrunner_api;
 -- The operator console's sessions (schema v13).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_ui_sessions TO opsrunner_api;
+-- The console's job page shows a job's transition trail: the shim reads the
+-- events of the jobs it can see, and no others (the policy's subquery runs
+-- under the shim's own view of ops_jobs, which is one tenant's).
+GRANT SELECT ON ops_job_events TO opsrunner_api;
+ALTER TABLE ops_job_events ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS ops_job_events_worker_all ON ops_job_events;
+CREATE POLICY ops_job_events_worker_all ON ops_job_events TO opsrunner_worker
+    USING (true) WITH CHECK (true);
+DROP POLICY IF EXISTS ops_job_events_api_visible ON ops_job_events;
+CREATE POLICY ops_job_events_api_visible ON ops_job_events FOR SELECT TO opsrunner_api
+    USING (EXISTS (SELECT 1 FROM ops_jobs j WHERE j.id = ops_job_events.job_id));
 REVOKE EXECUTE ON FUNCTION ops_prune(timestamptz, timestamptz, timestamptz, timestamptz, integer)
     FROM PUBLIC;
 

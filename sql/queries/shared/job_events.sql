@@ -6,10 +6,14 @@
 -- (attempt_started_at). This rebuilds the trail as v9 stored it: each
 -- attempt's queued -> running, the stored events (failures, cancels,
 -- retries, rescues, operator changes), and the final running -> succeeded.
+-- Also the console's job page, as the shim's role: it names only columns
+-- that role may read, and sees the events of its tenant's jobs alone.
 WITH j AS (
-    SELECT * FROM ops_jobs WHERE id = $1
+    SELECT id, status, attempt, lease_owner, started_at, finished_at, dry_run
+    FROM ops_jobs WHERE id = $1
 ), e AS (
-    SELECT * FROM ops_job_events WHERE job_id = $1
+    SELECT id, from_status, to_status, attempt, worker, detail, at, attempt_started_at
+    FROM ops_job_events WHERE job_id = $1
 )
 SELECT from_status, to_status, attempt, worker, detail, at
 FROM (

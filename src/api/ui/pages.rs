@@ -414,11 +414,17 @@ pub(super) async fn job(
         let mut c = crate::db::checkout(&state.pool).await?;
         let tx = tenant_tx(&mut c, &session.tenant).await?;
         let row = queries::api_get_job(&*tx, id, &session.tenant).await?;
+        // Only for a job of this tenant (the row above), though row-level
+        // security would show no other tenant's events anyway.
+        let trail = match &row {
+            Some(_) => queries::job_events(&*tx, id).await?,
+            None => Vec::new(),
+        };
         tx.commit().await?;
         c.release();
-        Ok::<_, ApiError>(row)
+        Ok::<_, ApiError>(row.map(|r| (r, trail)))
     };
-    let row = match read.await {
+    let (row, trail) = match read.await {
         Ok(Some(r)) => r,
         Ok(None) => return not_found(),
         Err(e) => return fail(e),
@@ -450,6 +456,23 @@ pub(super) async fn job(
                 tr { th { "Finished" } td { (time("finished_at")) } }
                 tr { th { "Cancel requested" } td { (row.get::<_, bool>("cancel_requested")) } }
                 tr { th { "Error" } td { (row.get::<_, Option<String>>("error").unwrap_or_default()) } }
+            }
+            h2 { "Attempts and transitions" }
+            table {
+                thead { tr { th { "When" } th { "From" } th { "To" } th.num { "Attempt" } th { "Worker" } th { "Detail" } } }
+                tbody {
+                    @for e in &trail {
+                        tr {
+                            td { (e.get::<_, Option<chrono::DateTime<chrono::Utc>>>("at").map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()).unwrap_or_default()) }
+                            td { (e.get::<_, Option<String>>("from_status").unwrap_or_default()) }
+                            td { (e.get::<_, Option<String>>("to_status").unwrap_or_default()) }
+                            td.num { (e.get::<_, i32>("attempt")) }
+                            td { (e.get::<_, Option<String>>("worker").unwrap_or_default()) }
+                            td { (e.get::<_, Option<String>>("detail").unwrap_or_default()) }
+                        }
+                    }
+                    @if trail.is_empty() { tr { td colspan="6" { "Not started yet." } } }
+                }
             }
             h2 { "Payload" } pre { (pretty(row.get("payload"))) }
             h2 { "Result" } pre { (pretty(row.get("result"))) }
