@@ -374,13 +374,19 @@ pub async fn tick(client: &mut tokio_postgres::Client) -> Result<Option<TickRepo
         return Ok(None);
     }
     let now = db_time(&tx).await?;
+    let due = queries::schedule_due(&tx, now).await?;
+    let mut report = TickReport::default();
+    if due.is_empty() {
+        // The common second: nothing due, so no flag read.
+        tx.commit().await?;
+        return Ok(Some(report));
+    }
     let flags: HashSet<String> = queries::enabled_flags_plain(&tx)
         .await?
         .into_iter()
         .collect();
     let paused = flags.contains(crate::flags::PAUSE_FLAG);
-    let mut report = TickReport::default();
-    for s in queries::schedule_due(&tx, now).await? {
+    for s in due {
         handle(&tx, &s, now, &flags, paused, &mut report).await?;
     }
     tx.commit().await?;
