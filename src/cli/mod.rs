@@ -307,7 +307,6 @@ pub enum KeysCommand {
         json: bool,
     },
     /// Revoke a key at once.
-    /// Revoke a key at once.
     Revoke {
         /// The key's id (from `keys list`).
         id: Uuid,
