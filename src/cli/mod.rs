@@ -18,6 +18,7 @@ pub mod dev;
 mod flags;
 mod jobs;
 mod keys;
+mod limits;
 pub mod logging;
 mod schedules;
 mod schema;
@@ -101,6 +102,12 @@ pub enum Command {
         /// What to do with bindings.
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Per-type concurrency limits across every daemon.
+    Limits {
+        /// What to do with limits.
+        #[command(subcommand)]
+        command: LimitsCommand,
     },
     /// Cron schedules: each slot enqueues one job, exactly once, from the
     /// elected daemon.
@@ -360,6 +367,31 @@ pub enum TokenCommand {
     },
 }
 
+/// `opsrunner limits …`.
+#[derive(Subcommand, Debug)]
+pub enum LimitsCommand {
+    /// At most N jobs of TYPE run at once, across every daemon (within a
+    /// second on every daemon; jobs over the limit wait queued).
+    Set {
+        /// The job type.
+        job_type: String,
+        /// The most that may run at once (1..100000).
+        #[arg(long)]
+        max_running: i32,
+    },
+    /// Every limit, with the type's running jobs now.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove TYPE's limit.
+    Clear {
+        /// The job type.
+        job_type: String,
+    },
+}
+
 /// `opsrunner schedules …`.
 #[derive(Subcommand, Debug)]
 pub enum SchedulesCommand {
@@ -531,6 +563,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flags { command } => flags::run(command, &ctx, out).await,
         Command::Tenants { command } => tenants::run(command, &ctx, out).await,
         Command::Schedules { command } => schedules::run(command, &ctx, out).await,
+        Command::Limits { command } => limits::run(command, &ctx, out).await,
         Command::Top { once, interval } => top::top(&ctx, once, interval, out).await,
         Command::Stats { json } => top::stats(&ctx, json, out).await,
     }

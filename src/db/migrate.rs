@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0014_bulk_and_scopes",
         sql: include_str!("../../sql/migrations/0014_bulk_and_scopes.sql"),
     },
+    Migration {
+        version: 15,
+        name: "0015_type_limits",
+        sql: include_str!("../../sql/migrations/0015_type_limits.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -37,6 +37,13 @@ pub const ALL: &[(&str, &str)] = &[
     ("worker/queued_estimate.sql", QUEUED_ESTIMATE),
     ("worker/try_lead.sql", TRY_LEAD),
     ("worker/lead_lease.sql", LEAD_LEASE),
+    ("worker/type_limits.sql", TYPE_LIMITS),
+    ("worker/lock_type_limit.sql", LOCK_TYPE_LIMIT),
+    ("worker/claim_limited.sql", CLAIM_LIMITED),
+    ("worker/count_running.sql", COUNT_RUNNING),
+    ("shared/limit_set.sql", LIMIT_SET),
+    ("shared/limit_clear.sql", LIMIT_CLEAR),
+    ("shared/limit_list.sql", LIMIT_LIST),
     ("worker/resign_lease.sql", RESIGN_LEASE),
     ("worker/db_clock.sql", DB_CLOCK),
     ("shared/tenant_bind.sql", TENANT_BIND),
@@ -105,6 +112,13 @@ const PRUNE: &str = include_str!("../../sql/queries/worker/prune.sql");
 const QUEUED_ESTIMATE: &str = include_str!("../../sql/queries/worker/queued_estimate.sql");
 const TRY_LEAD: &str = include_str!("../../sql/queries/worker/try_lead.sql");
 const LEAD_LEASE: &str = include_str!("../../sql/queries/worker/lead_lease.sql");
+const TYPE_LIMITS: &str = include_str!("../../sql/queries/worker/type_limits.sql");
+const LOCK_TYPE_LIMIT: &str = include_str!("../../sql/queries/worker/lock_type_limit.sql");
+const CLAIM_LIMITED: &str = include_str!("../../sql/queries/worker/claim_limited.sql");
+const COUNT_RUNNING: &str = include_str!("../../sql/queries/worker/count_running.sql");
+const LIMIT_SET: &str = include_str!("../../sql/queries/shared/limit_set.sql");
+const LIMIT_CLEAR: &str = include_str!("../../sql/queries/shared/limit_clear.sql");
+const LIMIT_LIST: &str = include_str!("../../sql/queries/shared/limit_list.sql");
 const RESIGN_LEASE: &str = include_str!("../../sql/queries/worker/resign_lease.sql");
 const OLDEST_SNAPSHOT: &str = include_str!("../../sql/queries/worker/oldest_snapshot.sql");
 const TENANT_BIND: &str = include_str!("../../sql/queries/shared/tenant_bind.sql");
@@ -1469,4 +1483,121 @@ pub async fn ui_schedule_run_now(
     Ok(c.query_one(UI_SCHEDULE_RUN_NOW, &[&name, &by])
         .await?
         .try_get(0)?)
+}
+
+/// `worker/type_limits.sql`: (job type, max running).
+pub(crate) async fn type_limits(c: &impl CachingClient) -> Result<Vec<(String, i32)>> {
+    let stmt = c.prepare_cached(TYPE_LIMITS).await?;
+    c.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// What a limited claim did: the rows, and whether the limit (rather than
+/// the free slots) decided how many could be claimed.
+pub(crate) struct LimitedClaim {
+    pub rows: Vec<Row>,
+    pub limit_bound: bool,
+}
+
+/// One limited type's claim, in one transaction:
+/// `worker/lock_type_limit.sql` (daemons take turns), then
+/// `worker/count_running.sql` (a fresh snapshot), then
+/// `worker/claim_limited.sql` for what the limit leaves.
+pub(crate) async fn claim_limited(
+    c: &mut deadpool_postgres::Object,
+    job_type: &str,
+    p: &ClaimParams<'_>,
+) -> Result<LimitedClaim> {
+    let tx = c.transaction().await?;
+    let lock = tx.prepare_cached(LOCK_TYPE_LIMIT).await?;
+    let Some(limit) = tx.query_opt(&lock, &[&job_type]).await? else {
+        // Cleared meanwhile: the next claim treats the type as unlimited.
+        tx.commit().await?;
+        return Ok(LimitedClaim {
+            rows: Vec::new(),
+            limit_bound: false,
+        });
+    };
+    let limit: i32 = limit.try_get(0)?;
+    let count = tx.prepare_cached(COUNT_RUNNING).await?;
+    let running: i64 = tx.query_one(&count, &[&job_type]).await?.try_get(0)?;
+    let room = (i64::from(limit) - running).max(0);
+    let take = room.min(p.limit);
+    let rows = if take > 0 {
+        let stmt = tx.prepare_cached(CLAIM_LIMITED).await?;
+        tx.query(
+            &stmt,
+            &[
+                &job_type,
+                &p.queues,
+                &p.limit,
+                &p.owner,
+                &p.lease_secs,
+                &take,
+            ],
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    tx.commit().await?;
+    Ok(LimitedClaim {
+        rows,
+        limit_bound: room < p.limit,
+    })
+}
+
+/// `shared/limit_set.sql`.
+pub async fn limit_set(
+    c: &impl GenericClient,
+    job_type: &str,
+    max_running: i32,
+    by: &str,
+) -> Result<()> {
+    c.execute(LIMIT_SET, &[&job_type, &max_running, &by])
+        .await?;
+    Ok(())
+}
+
+/// `shared/limit_clear.sql`: whether a limit was removed.
+pub async fn limit_clear(c: &impl GenericClient, job_type: &str, by: &str) -> Result<bool> {
+    Ok(c.query_one(LIMIT_CLEAR, &[&job_type, &by])
+        .await?
+        .try_get::<_, i64>(0)?
+        > 0)
+}
+
+/// A limit as `shared/limit_list.sql` reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LimitRow {
+    /// The type.
+    pub job_type: String,
+    /// Its limit.
+    pub max_running: i32,
+    /// Its running jobs now.
+    pub running: i64,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// By whom.
+    pub updated_by: String,
+}
+
+/// `shared/limit_list.sql`.
+pub async fn limit_list(c: &impl GenericClient) -> Result<Vec<LimitRow>> {
+    c.query(LIMIT_LIST, &[])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LimitRow {
+                job_type: r.try_get(0)?,
+                max_running: r.try_get(1)?,
+                running: r.try_get(2)?,
+                updated_at: r.try_get(3)?,
+                updated_by: r.try_get(4)?,
+            })
+        })
+        .collect()
 }

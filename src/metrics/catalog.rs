@@ -322,6 +322,12 @@ pub const CATALOG: &[Metric] = &[
         Worker,
     ),
     counter(
+        "opsrunner_limit_reached_total",
+        "Claims of a limited job type that wanted more jobs than its limit left (ops_type_limits), by type and limit.",
+        &["job_type", "limit"],
+        Worker,
+    ),
+    counter(
         "opsrunner_policy_token_refusals_total",
         "Policy tokens refused, by reason and where.",
         &["reason", "stage"],

@@ -137,6 +137,46 @@ impl Claimer {
         }
     }
 
+    /// The unlimited types in one statement, then each limited type in its
+    /// own short transaction (its limit row locked, so daemons take turns),
+    /// while slots remain.
+    async fn claim_with_limits(
+        &self,
+        params: &queries::ClaimParams<'_>,
+        limits: &std::collections::HashMap<String, i32>,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let shared = &self.shared;
+        let (limited, free): (Vec<String>, Vec<String>) = params
+            .job_types
+            .iter()
+            .cloned()
+            .partition(|t| limits.contains_key(t));
+        db::bounded(shared.call_timeout, async {
+            let mut c = db::checkout(&shared.pool).await?;
+            let mut rows = Vec::new();
+            if !free.is_empty() {
+                let p = queries::ClaimParams { job_types: &free, ..*params };
+                rows = queries::claim(&*c, &p).await?;
+            }
+            for t in &limited {
+                let room = params.limit - rows.len() as i64;
+                if room <= 0 {
+                    break;
+                }
+                let p = queries::ClaimParams { limit: room, ..*params };
+                let got = queries::claim_limited(&mut c, t, &p).await?;
+                if got.limit_bound {
+                    metrics::counter!("opsrunner_limit_reached_total", "job_type" => t.clone(), "limit" => "max_running")
+                        .increment(1);
+                }
+                rows.extend(got.rows);
+            }
+            c.release();
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn claim(&self, n: usize, types: &[String]) -> Result<Vec<ClaimedJob>> {
         let shared = &self.shared;
         let cfg = shared.cfg();
@@ -149,13 +189,19 @@ impl Claimer {
             lease_secs: cfg.lease.as_secs_f64(),
         };
         let claimed = std::time::Instant::now();
-        let rows = db::bounded(shared.call_timeout, async {
-            let c = db::checkout(&shared.pool).await?;
-            let rows = queries::claim(&*c, &params).await?;
-            c.release();
-            Ok(rows)
-        })
-        .await?;
+        let limits = shared.live.limits();
+        let rows = if limits.is_empty() {
+            // The common case: one statement for every enabled type.
+            db::bounded(shared.call_timeout, async {
+                let c = db::checkout(&shared.pool).await?;
+                let rows = queries::claim(&*c, &params).await?;
+                c.release();
+                Ok(rows)
+            })
+            .await?
+        } else {
+            self.claim_with_limits(&params, &limits).await?
+        };
         shared.prefetch.record_claim_time(claimed.elapsed());
         shared
             .stats

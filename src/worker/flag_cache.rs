@@ -48,7 +48,18 @@ pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
         .await?
         .into_iter()
         .collect();
+    let limits: std::collections::HashMap<String, i32> =
+        db::bounded(d, queries::type_limits(&*client))
+            .await?
+            .into_iter()
+            .collect();
     client.release();
+    if let Ok(mut l) = shared.live.limits.write()
+        && **l != limits
+    {
+        tracing::info!(?limits, "per-type concurrency limits reloaded");
+        *l = Arc::new(limits);
+    }
     shared.mark_db_ok();
     for t in shared.live.registry().job_types().chain([PAUSE_FLAG]) {
         metrics::gauge!("opsrunner_feature_flag_enabled", "flag" => t.to_string())

@@ -28,6 +28,9 @@ pub(crate) struct Live {
     /// The flags that are on, reloaded on NOTIFY and every
     /// `flags_reload_interval`.
     pub flags: FlagSet,
+    /// Per-type concurrency limits (`ops_type_limits`), reloaded with the
+    /// flags: the claimer claims these types one at a time, under the limit.
+    pub limits: RwLock<Arc<std::collections::HashMap<String, i32>>>,
 }
 
 impl Live {
@@ -36,6 +39,15 @@ impl Live {
             cfg: RwLock::new(Arc::new(cfg)),
             registry: RwLock::new(Arc::new(registry)),
             flags: FlagSet::default(),
+            limits: RwLock::new(Arc::default()),
+        }
+    }
+
+    /// The current per-type limits.
+    pub fn limits(&self) -> Arc<std::collections::HashMap<String, i32>> {
+        match self.limits.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
