@@ -29,7 +29,7 @@ use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::db::queries::{self, DueSchedule};
+use crate::db::queries::{self, ScheduleRow};
 use crate::error::{Error, Result};
 use crate::jobs::NewJob;
 
@@ -395,7 +395,7 @@ pub async fn tick(client: &mut tokio_postgres::Client) -> Result<Option<TickRepo
 
 async fn handle(
     tx: &tokio_postgres::Transaction<'_>,
-    s: &DueSchedule,
+    s: &ScheduleRow,
     now: DateTime<Utc>,
     flags: &HashSet<String>,
     paused: bool,
@@ -411,10 +411,14 @@ async fn handle(
             return Ok(());
         }
     };
+    // due.sql selects only rows whose next slot is set and due.
+    let Some(next_slot) = s.next_slot else {
+        return Ok(());
+    };
     let plan = plan(
         &cron,
         CatchUp::from_columns(&s.catch_up, s.catch_up_limit),
-        s.next_slot,
+        next_slot,
         now,
     );
     let spec = ScheduleSpec {

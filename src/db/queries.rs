@@ -1146,55 +1146,13 @@ pub async fn schedule_remove(c: &impl GenericClient, name: &str, source: &str) -
         .is_some())
 }
 
-/// A due schedule, as `schedules/due.sql` locks it.
-pub struct DueSchedule {
-    /// Its name.
-    pub name: String,
-    /// Its cron expression.
-    pub cron: String,
-    /// Its time zone.
-    pub time_zone: String,
-    /// The job type.
-    pub job_type: String,
-    /// The payload.
-    pub payload: Value,
-    /// The queue.
-    pub queue: String,
-    /// The priority.
-    pub priority: i16,
-    /// The attempts.
-    pub max_attempts: i32,
-    /// The timeout, seconds.
-    pub timeout_secs: Option<f64>,
-    /// `skip`, `latest` or `all`.
-    pub catch_up: String,
-    /// The bound of `all`.
-    pub catch_up_limit: i32,
-    /// The first slot not yet handled.
-    pub next_slot: DateTime<Utc>,
-}
-
-/// `schedules/due.sql`: schedules due at `now`, locked for this transaction.
-pub async fn schedule_due(c: &impl GenericClient, now: DateTime<Utc>) -> Result<Vec<DueSchedule>> {
+/// `schedules/due.sql`: schedules due at `now` (their `next_slot` is set),
+/// locked for this transaction.
+pub async fn schedule_due(c: &impl GenericClient, now: DateTime<Utc>) -> Result<Vec<ScheduleRow>> {
     c.query(SCHEDULE_DUE, &[&now])
         .await?
         .iter()
-        .map(|r| {
-            Ok(DueSchedule {
-                name: r.try_get(0)?,
-                cron: r.try_get(1)?,
-                time_zone: r.try_get(2)?,
-                job_type: r.try_get(3)?,
-                payload: r.try_get(4)?,
-                queue: r.try_get(5)?,
-                priority: r.try_get(6)?,
-                max_attempts: r.try_get(7)?,
-                timeout_secs: r.try_get(8)?,
-                catch_up: r.try_get(9)?,
-                catch_up_limit: r.try_get(10)?,
-                next_slot: r.try_get(11)?,
-            })
-        })
+        .map(schedule_row)
         .collect()
 }
 
