@@ -1373,7 +1373,8 @@ async fn answers_before_authentication_are_fixed_json_and_bad_input_is_never_a_5
 /// refuse a status the action does not apply to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_retry_and_cancel_act_on_the_tenants_matching_jobs_in_batches() {
-    let db = migrated_db().await;
+    // The shim as its production role: the tenant boundary is the database's too.
+    let db = roles_db().await;
     let c = db.client().await;
     c.batch_execute(
         "INSERT INTO ops_jobs (job_type, tenant_id, status, attempt, finished_at) \
@@ -1384,7 +1385,8 @@ async fn bulk_retry_and_cancel_act_on_the_tenants_matching_jobs_in_batches() {
     )
     .await
     .unwrap();
-    let api = shim(&db).await;
+    let api_role = db.login("opsrunner_api").await;
+    let api = ApiProcess::start(&api_role, &[WITH_MASTER], &[]).await;
     let retrier = create_key(&db.url, "retrier", "tenant-a", "jobs:retry,jobs:cancel").await;
     let reader = create_key(&db.url, "reader", "tenant-a", "jobs:read").await;
     let post = |key: &str, path: &str, body: Value| {
