@@ -310,12 +310,7 @@ async fn revoking_the_key_or_signing_out_ends_the_session_at_once() {
         .await
         .unwrap()
         .get(0);
-    let out = opsrunner_cli(&db.url, &["keys", "revoke", &id], &[]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(&db.url, &["keys", "revoke", &id]).await;
     assert_eq!(
         ui.get("/ui", Some(&other)).await.status(),
         303,
@@ -472,7 +467,7 @@ async fn operator_pages_switch_flags_with_a_reason_and_show_schedules_and_the_au
     )
     .await;
     let flagger = create_key(&db.url, "flagger", "default", "jobs:read,flags:write").await;
-    let out = opsrunner_cli(
+    cli_ok(
         &db.url,
         &[
             "schedules",
@@ -483,14 +478,8 @@ async fn operator_pages_switch_flags_with_a_reason_and_show_schedules_and_the_au
             "--type",
             "noop",
         ],
-        &[],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let ui = Console::start(&db, &[("OPS_API_KEY", master)]).await;
     let (xc, xcsrf) = ui.sign_in(&outsider).await;
     for path in ["/ui/flags", "/ui/schedules", "/ui/audit"] {
@@ -910,7 +899,7 @@ async fn admin_sessions_disable_enable_and_run_a_schedule_now() {
     let db = roles_db().await;
     let admin = create_key(&db.url, "admin", "default", "jobs:read,admin").await;
     let plain = create_key(&db.url, "plain", "default", "jobs:read").await;
-    let out = opsrunner_cli(
+    cli_ok(
         &db.url,
         &[
             "schedules",
@@ -921,14 +910,8 @@ async fn admin_sessions_disable_enable_and_run_a_schedule_now() {
             "--type",
             "noop",
         ],
-        &[],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let ui = Console::start(&db, &[]).await;
     let (pc, pcsrf) = ui.sign_in(&plain).await;
     let page = ui.page("/ui/schedules", &pc).await;

@@ -11,16 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-async fn cli_ok(url: &str, args: &[&str]) -> String {
-    let out = opsrunner_cli(url, args, &[]).await;
-    assert!(
-        out.status.success(),
-        "opsrunner {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_max_running_limit_holds_across_three_daemons_and_changes_at_runtime() {
     let db = roles_db().await;

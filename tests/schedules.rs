@@ -9,16 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-async fn cli_ok(url: &str, args: &[&str]) -> String {
-    let out = opsrunner_cli(url, args, &[]).await;
-    assert!(
-        out.status.success(),
-        "opsrunner {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 async fn count(c: &tokio_postgres::Client, sql: &str, name: &str) -> i64 {
     c.query_one(sql, &[&name]).await.unwrap().get(0)
 }

@@ -37,13 +37,17 @@ async fn audit(
     Ok(())
 }
 
+fn config_owned(name: &str) -> String {
+    format!(
+        "schedule {name:?} is declared in the daemons' config file ([[schedule]]): change it there and reload (SIGHUP)"
+    )
+}
+
 /// Refuses to edit a schedule the config file owns, naming the file's role.
 async fn refuse_config_owned(client: &tokio_postgres::Client, name: &str) -> anyhow::Result<()> {
     match queries::schedule_list(client, Some(name)).await?.first() {
         None => bail!("no schedule is named {name:?} (see `opsrunner schedules list`)"),
-        Some(s) if s.source == "config" => bail!(
-            "schedule {name:?} is declared in the daemons' config file ([[schedule]]): change it there and reload (SIGHUP)"
-        ),
+        Some(s) if s.source == "config" => bail!("{}", config_owned(name)),
         Some(_) => Ok(()),
     }
 }
@@ -87,30 +91,23 @@ pub async fn run(command: SchedulesCommand, ctx: &Ctx, out: &mut impl Write) -> 
                     &config.settings.known_job_types(),
                 )
                 .map_err(|why| anyhow::anyhow!("schedule refused: {why}"))?;
-            if let Some(s) = queries::schedule_list(&client, Some(&name)).await?.first()
-                && s.source == "config"
+            if queries::schedule_list(&client, Some(&name))
+                .await?
+                .first()
+                .is_some_and(|s| s.source == "config")
             {
-                refuse_config_owned(&client, &name).await?;
+                bail!("{}", config_owned(&name));
             }
             let tx = client.transaction().await?;
             if !spec.save(&tx, catch_up, &cron, "cli", replace, &by).await? {
                 bail!("a schedule named {name:?} exists; pass --replace to redefine it");
             }
-            crate::audit::write(
-                &tx,
-                &AuditEntry {
-                    actor: &by,
-                    action: if replace {
-                        "schedule.replace"
-                    } else {
-                        "schedule.add"
-                    },
-                    target: Some(&name),
-                    tenant: None,
-                    detail: &serde_json::to_value(&spec)?,
-                },
-            )
-            .await?;
+            let action = if replace {
+                "schedule.replace"
+            } else {
+                "schedule.add"
+            };
+            audit(&tx, &by, action, &name, serde_json::to_value(&spec)?).await?;
             tx.commit().await?;
             let s = queries::schedule_list(&client, Some(&name)).await?;
             writeln!(
@@ -225,17 +222,7 @@ pub async fn run(command: SchedulesCommand, ctx: &Ctx, out: &mut impl Write) -> 
             if !queries::schedule_remove(&tx, &name, "cli").await? {
                 bail!("no schedule is named {name:?}");
             }
-            crate::audit::write(
-                &tx,
-                &AuditEntry {
-                    actor: &by,
-                    action: "schedule.remove",
-                    target: Some(&name),
-                    tenant: None,
-                    detail: &serde_json::json!({}),
-                },
-            )
-            .await?;
+            audit(&tx, &by, "schedule.remove", &name, serde_json::json!({})).await?;
             tx.commit().await?;
             writeln!(out, "schedule {name} removed (its jobs stay)")?;
         }

@@ -228,6 +228,18 @@ pub async fn opsrunner_cli(
         .expect("run opsrunner")
 }
 
+/// Runs the `opsrunner` binary against `db_url`, expecting success; its
+/// stdout.
+pub async fn cli_ok(db_url: &str, args: &[&str]) -> String {
+    let out = opsrunner_cli(db_url, args, &[]).await;
+    assert!(
+        out.status.success(),
+        "opsrunner {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// Creates a scoped key with the CLI and returns it.
 pub async fn create_key(db_url: &str, name: &str, tenant: &str, scopes: &str) -> String {
     let out = opsrunner_cli(
