@@ -103,3 +103,158 @@ async fn a_max_running_limit_holds_across_three_daemons_and_changes_at_runtime()
     assert_eq!(audit, ["limit.set", "limit.set", "limit.clear"]);
     drop(workers);
 }
+
+/// Starts `n` worker processes of 20 slots each, as the operator role.
+async fn daemons(operator: &str, n: usize) -> Vec<WorkerProcess> {
+    let slots = [("OPSRUNNER_WORKER__CONCURRENCY", "20")];
+    let mut workers = Vec::new();
+    for _ in 0..n {
+        workers.push(WorkerProcess::start_url(operator, &slots).await);
+    }
+    workers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_of_20_per_second_starts_180_to_220_jobs_in_10_seconds_across_three_daemons() {
+    let db = roles_db().await;
+    let operator = db.login("opsrunner_worker").await;
+    let c = db.client().await;
+    enable(&c, &["noop"]).await;
+    cli_ok(&operator, &["limits", "set", "noop", "--rate", "20/s"]).await;
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload) SELECT 'noop', '{}' FROM generate_series(1, 1000)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let workers = daemons(&operator, 3).await;
+    let first: chrono::DateTime<chrono::Utc> =
+        wait_for(Duration::from_secs(20), "a first start", || async {
+            c.query_one("SELECT min(started_at) FROM ops_jobs", &[])
+                .await
+                .unwrap()
+                .get::<_, Option<chrono::DateTime<chrono::Utc>>>(0)
+        })
+        .await;
+    // Until 10 s after the first start, and a little more for the last
+    // claims to commit.
+    let waited = chrono::Utc::now() - first;
+    let rest = (chrono::Duration::milliseconds(10_500) - waited)
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(rest).await;
+    let started: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ops_jobs WHERE started_at < $1::timestamptz + interval '10 seconds'",
+            &[&first],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (180..=220).contains(&started),
+        "{started} started in the first 10 s at 20/s"
+    );
+    drop(workers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_backlog_delays_anothers_job_by_at_most_one_claim_and_a_per_tenant_limit_holds()
+{
+    let db = roles_db().await;
+    let operator = db.login("opsrunner_worker").await;
+    let c = db.client().await;
+    enable(&c, &["sleep"]).await;
+    cli_ok(&operator, &["limits", "set", "sleep", "--fair"]).await;
+    let a = connect(&bound_app(&db, "tenant-a").await).await;
+    let b = connect(&bound_app(&db, "tenant-b").await).await;
+    // Tenant A: 1,000 one-second jobs, all of a better priority than B's.
+    a.execute(
+        "INSERT INTO ops_jobs (job_type, payload, priority) \
+         SELECT 'sleep', '{\"ms\": 1000}', -50 FROM generate_series(1, 1000)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let workers = daemons(&operator, 3).await;
+    let running = |tenant: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(
+                "SELECT count(*) FROM ops_jobs WHERE status = 'running' AND tenant_id = $1",
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "A's jobs in all 60 slots",
+        || async { (running("tenant-a").await == 60).then_some(()) },
+    )
+    .await;
+    // Tenant B's one job, while every slot is busy with A's.
+    let id: uuid::Uuid = b
+        .query_one(
+            "INSERT INTO ops_jobs (job_type, payload) VALUES ('sleep', '{\"ms\": 10}') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    wait_status(&c, id, "succeeded", Duration::from_secs(10)).await;
+    let row = c
+        .query_one(
+            "SELECT extract(epoch FROM started_at - created_at)::float8, \
+                    (SELECT count(DISTINCT a.started_at) FROM ops_jobs a \
+                     WHERE a.tenant_id = 'tenant-a' AND a.started_at > b.created_at \
+                       AND a.started_at < b.started_at) \
+             FROM ops_jobs b WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (wait, claims_before): (f64, i64) = (row.get(0), row.get(1));
+    assert!(
+        claims_before <= 1,
+        "{claims_before} claims of A's jobs went before B's (waited {wait:.2} s)"
+    );
+    assert!(wait < 2.0, "B waited {wait:.2} s behind one-second jobs");
+
+    // A per-tenant limit: A drops to 10 running as its jobs finish, B's
+    // jobs start at once in the freed slots.
+    cli_ok(
+        &operator,
+        &["limits", "set", "sleep", "--per-tenant-max-running", "10"],
+    )
+    .await;
+    wait_for(Duration::from_secs(5), "A down to its limit", || async {
+        (running("tenant-a").await <= 10).then_some(())
+    })
+    .await;
+    b.execute(
+        "INSERT INTO ops_jobs (job_type, payload) SELECT 'sleep', '{\"ms\": 3000}' FROM generate_series(1, 5)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut peak = 0;
+    let mut b_started = 0;
+    for _ in 0..40 {
+        let n = running("tenant-a").await;
+        assert!(n <= 10, "tenant A runs {n} with a per-tenant limit of 10");
+        peak = peak.max(n);
+        b_started = b_started.max(running("tenant-b").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(peak, 10, "A's limit is reached");
+    assert_eq!(b_started, 5, "B's jobs run beside A's");
+    let listed = cli_ok(&operator, &["limits", "list"]).await;
+    assert!(
+        listed.contains("yes") && listed.contains(" 10 "),
+        "{listed}"
+    );
+    drop(workers);
+}

@@ -128,24 +128,6 @@ async fn session(url: &str) -> tokio_postgres::Client {
     c
 }
 
-fn role_of(url: &str) -> String {
-    url::Url::parse(url).unwrap().username().to_string()
-}
-
-/// An application login bound to `tenant` by an operator's CLI (as the
-/// worker role).
-async fn bound_app(db: &RolesDb, tenant: &str) -> String {
-    let app = db.login("opsrunner_app").await;
-    let operator = db.login("opsrunner_worker").await;
-    let out = opsrunner_cli(&operator, &["tenants", "bind", &role_of(&app), tenant], &[]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    app
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_role_inserts_only_new_queued_jobs_of_its_own_tenant() {
     let db = roles_db().await;

@@ -49,6 +49,10 @@ pub struct BenchOptions {
     /// Also run 100 ms `sleep` jobs through one worker at 500 and 2,000 slots
     /// and report how busy its slots stay.
     pub long_jobs: bool,
+    /// Also drain `jobs` under a never-reached max-running limit and with
+    /// fair claiming over 10 tenants, beside an unlimited drain, and run the
+    /// fairness run.
+    pub limits: bool,
     /// Progress on stderr (only on a terminal).
     pub progress: bool,
     /// The `opsrunner` binary to run workers from.
@@ -67,6 +71,7 @@ impl Default for BenchOptions {
             scale: false,
             held_snapshot: false,
             long_jobs: false,
+            limits: false,
             progress: true,
             exe: PathBuf::from("opsrunner"),
         }
@@ -196,6 +201,10 @@ pub struct Report {
     pub held_snapshot: Option<ProcessResult>,
     /// Only with `long_jobs`: slot occupancy at 500 and 2,000 slots.
     pub long_jobs: Vec<LongJobsResult>,
+    /// Only with `limits`: unlimited, limited and fair drains.
+    pub limit_cost: Vec<LimitCostResult>,
+    /// Only with `limits`: the fairness run without and with fair claiming.
+    pub fairness: Vec<FairnessResult>,
 }
 
 /// One worker process with `slots` slots draining 100 ms `sleep` jobs.
@@ -211,6 +220,36 @@ pub struct LongJobsResult {
     pub busy_ratio: f64,
     /// The worker's CPU, seconds.
     pub worker_cpu_seconds: f64,
+}
+
+/// One drain of the limits comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitCostResult {
+    /// `unlimited`, `max_running` (a limit never reached: the limited
+    /// claim's own cost) or `fair` (round-robin over 10 tenants).
+    pub claim: String,
+    /// The drain.
+    pub process: ProcessResult,
+}
+
+/// The fairness run: tenant `flood` queues 40,000 50 ms `sleep` jobs at a
+/// better priority, then tenant `other` enqueues one job every 50 ms; one
+/// worker of `concurrency` slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct FairnessResult {
+    /// Whether the type was claimed fairly.
+    pub fair: bool,
+    /// The other tenant's jobs.
+    pub jobs: u64,
+    /// Their queue wait (`started_at - created_at`; an unstarted job counts
+    /// until the run ended), ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Slowest, ms.
+    pub max_ms: f64,
+    /// How many of them had not started when the run ended (60 s at most).
+    pub unstarted: u64,
 }
 
 /// How long each job of the long-jobs run sleeps.
@@ -236,6 +275,7 @@ pub async fn run_cli(
         scale: args.scale,
         held_snapshot: args.held_snapshot,
         long_jobs: args.long_jobs,
+        limits: args.limits,
         progress: !args.json,
         exe: std::env::current_exe()?,
     };
@@ -317,7 +357,32 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
                 long_jobs.push(long_jobs_run(&client, &bench_url, opts, slots).await?);
             }
         }
+        let mut limit_cost = Vec::new();
+        let mut fairness = Vec::new();
+        if opts.limits {
+            for (claim, setup) in LIMIT_SETUPS {
+                let process = drain_with(
+                    &client,
+                    &bench_url,
+                    opts,
+                    opts.jobs,
+                    opts.workers,
+                    None,
+                    setup,
+                )
+                .await?;
+                limit_cost.push(LimitCostResult {
+                    claim: claim.to_string(),
+                    process,
+                });
+            }
+            for fair in [false, true] {
+                fairness.push(fairness_run(&client, &bench_url, opts, fair).await?);
+            }
+        }
         Ok::<_, Error>(Report {
+            limit_cost,
+            fairness,
             long_jobs,
             server,
             enqueue_single,
@@ -384,7 +449,8 @@ async fn server_info(c: &Client, throwaway: bool) -> Result<ServerInfo> {
 async fn reset(c: &Client) -> Result<()> {
     c.batch_execute(
         "TRUNCATE ops_jobs, ops_job_events;
-         DELETE FROM ops_feature_flags;",
+         DELETE FROM ops_feature_flags;
+         DELETE FROM ops_type_limits;",
     )
     .await?;
     Ok(())
@@ -570,6 +636,21 @@ fn machine_cpu() -> f64 {
     busy / clock_ticks()
 }
 
+/// The limits comparison's drains: the claim, and the SQL that sets it up
+/// once the jobs are queued.
+const LIMIT_SETUPS: [(&str, &str); 3] = [
+    ("unlimited", ""),
+    (
+        "max_running",
+        "INSERT INTO ops_type_limits (job_type, max_running) VALUES ('noop', 100000)",
+    ),
+    (
+        "fair",
+        "UPDATE ops_jobs SET tenant_id = 'tenant-' || (abs(hashtext(id::text)) % 10);
+         INSERT INTO ops_type_limits (job_type, fair) VALUES ('noop', true)",
+    ),
+];
+
 async fn drain(
     c: &Client,
     url: &str,
@@ -578,6 +659,19 @@ async fn drain(
     workers: usize,
     hold_snapshot_on: Option<&Client>,
 ) -> Result<ProcessResult> {
+    drain_with(c, url, opts, jobs, workers, hold_snapshot_on, "").await
+}
+
+/// [`drain`], with `setup` run once the jobs are queued.
+async fn drain_with(
+    c: &Client,
+    url: &str,
+    opts: &BenchOptions,
+    jobs: u64,
+    workers: usize,
+    hold_snapshot_on: Option<&Client>,
+    setup: &str,
+) -> Result<ProcessResult> {
     reset(c).await?;
     progress_line(opts, &format!("process: queueing {jobs} noop jobs…"));
     let mut left = jobs;
@@ -585,6 +679,9 @@ async fn drain(
         let n = left.min(100_000);
         bulk_insert(c, n).await?;
         left -= n;
+    }
+    if !setup.is_empty() {
+        c.batch_execute(setup).await?;
     }
     c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
     if let Some(h) = hold_snapshot_on {
@@ -725,6 +822,89 @@ async fn long_jobs_run(
         jobs,
         busy_ratio: if most > 0.0 { started / most } else { 0.0 },
         worker_cpu_seconds: cpu,
+    })
+}
+
+/// See [`FairnessResult`].
+async fn fairness_run(
+    c: &Client,
+    url: &str,
+    opts: &BenchOptions,
+    fair: bool,
+) -> Result<FairnessResult> {
+    const FLOOD: i32 = 40_000;
+    const OTHER: u64 = 200;
+    reset(c).await?;
+    progress_line(
+        opts,
+        &format!(
+            "fairness ({}): one tenant floods, another enqueues one job per 50 ms…",
+            if fair { "fair claiming" } else { "plain claim" }
+        ),
+    );
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload, priority, tenant_id)
+         SELECT 'sleep', '{\"ms\": 50}', -10, 'flood' FROM generate_series(1, $1)",
+        &[&FLOOD],
+    )
+    .await?;
+    if fair {
+        c.batch_execute("INSERT INTO ops_type_limits (job_type, fair) VALUES ('sleep', true)")
+            .await?;
+    }
+    c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
+    let w = Workers::start(&opts.exe, url, 1, opts.concurrency, c).await?;
+    c.batch_execute(
+        "INSERT INTO ops_feature_flags (name, enabled, reason, updated_by)
+         VALUES ('sleep', true, 'bench', 'opsrunner bench')",
+    )
+    .await?;
+    // Every slot busy with the flood first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let insert = c
+        .prepare(
+            "INSERT INTO ops_jobs (job_type, payload, tenant_id)
+             VALUES ('sleep', '{\"ms\": 1}', 'other')",
+        )
+        .await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..OTHER {
+        tick.tick().await;
+        c.execute(&insert, &[]).await?;
+    }
+    let wall = Instant::now();
+    let unstarted = loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM ops_jobs WHERE tenant_id = 'other' AND started_at IS NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        if n == 0 || wall.elapsed() > Duration::from_secs(60) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut waits: Vec<f64> = c
+        .query(
+            "SELECT extract(epoch FROM coalesce(started_at, clock_timestamp()) - created_at)::float8 * 1000
+             FROM ops_jobs WHERE tenant_id = 'other'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    w.stop().await;
+    waits.sort_by(f64::total_cmp);
+    Ok(FairnessResult {
+        fair,
+        jobs: OTHER,
+        p50_ms: percentile(&waits, 0.5),
+        p99_ms: percentile(&waits, 0.99),
+        max_ms: waits.last().copied().unwrap_or(0.0),
+        unstarted: unstarted as u64,
     })
 }
 
@@ -924,6 +1104,20 @@ pub fn render(r: &Report) -> String {
             lj.busy_ratio * 100.0,
             lj.jobs,
             lj.worker_cpu_seconds
+        ));
+    }
+    for lc in &r.limit_cost {
+        let p = &lc.process;
+        s.push_str(&format!(
+            "claim {:<12}               {:>9.0} jobs/s  ({} jobs, {} workers x {} slots; machine CPU {:.1} s)\n",
+            lc.claim, p.jobs_per_second, p.jobs, p.workers, p.concurrency, p.machine_cpu_seconds
+        ));
+    }
+    for f in &r.fairness {
+        s.push_str(&format!(
+            "fairness, {:<13} the other tenant's queue wait p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} jobs, {} unstarted)\n",
+            if f.fair { "fair claim:" } else { "plain claim:" },
+            f.p50_ms, f.p99_ms, f.max_ms, f.jobs, f.unstarted
         ));
     }
     for slow in &l.slow {

@@ -1,34 +1,76 @@
-//! `opsrunner limits set|list|clear`: per-type concurrency limits
-//! (`ops_type_limits`), audited, reloaded by every daemon within a second.
+//! `opsrunner limits set|list|clear`: per-type limits (`ops_type_limits`:
+//! max running, rate, per-tenant max running, fair claiming), audited,
+//! reloaded by every daemon within a second.
 
 use std::io::Write;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use super::{Ctx, LimitsCommand};
 use crate::audit::operator_identity;
-use crate::db::queries;
+use crate::db::queries::{self, LimitRules};
 
 /// `opsrunner limits …`.
 pub async fn run(command: LimitsCommand, ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
-    let client = ctx.connect(true).await?;
+    let mut client = ctx.connect(true).await?;
     let by = operator_identity();
     match command {
         LimitsCommand::Set {
             job_type,
             max_running,
+            rate,
+            per_tenant_max_running,
+            fair,
+            no_fair,
         } => {
             if !crate::jobs::valid_name(&job_type) {
                 bail!("job type {job_type:?} must match [a-z][a-z0-9_.-]{{0,63}}");
             }
-            if !(1..=100_000).contains(&max_running) {
-                bail!("--max-running must be from 1 to 100000");
+            if max_running.is_none()
+                && rate.is_none()
+                && per_tenant_max_running.is_none()
+                && !fair
+                && !no_fair
+            {
+                bail!(
+                    "name a limit: --max-running, --rate, --per-tenant-max-running, --fair or --no-fair"
+                );
             }
-            queries::limit_set(&client, &job_type, max_running, &by).await?;
-            writeln!(
-                out,
-                "{job_type}: at most {max_running} running at once, on every daemon"
-            )?;
+            // Read and write in one serializable transaction, so that two
+            // operators changing different rules of one type at once do not
+            // undo each other: the second fails and says so.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::Serializable)
+                .start()
+                .await?;
+            let mut rules = queries::limit_list(&tx)
+                .await?
+                .into_iter()
+                .find(|l| l.job_type == job_type)
+                .map(|l| l.rules)
+                .unwrap_or_default();
+            if let Some(v) = max_running {
+                rules.max_running = parse_count(&v, "--max-running")?;
+            }
+            if let Some(v) = rate {
+                rules.rate = parse_rate(&v)?;
+            }
+            if let Some(v) = per_tenant_max_running {
+                rules.per_tenant_max_running = parse_count(&v, "--per-tenant-max-running")?;
+            }
+            if fair {
+                rules.fair = true;
+            }
+            if no_fair {
+                rules.fair = false;
+            }
+            if rules == LimitRules::default() {
+                bail!("that leaves {job_type} no limit: use `opsrunner limits clear {job_type}`");
+            }
+            queries::limit_set(&tx, &job_type, &rules, &by).await?;
+            tx.commit().await?;
+            writeln!(out, "{job_type}: {}, on every daemon", describe(&rules))?;
         }
         LimitsCommand::List { json } => {
             let all = queries::limit_list(&client).await?;
@@ -38,15 +80,20 @@ pub async fn run(command: LimitsCommand, ctx: &Ctx, out: &mut impl Write) -> any
             }
             writeln!(
                 out,
-                "{:<24} {:>12} {:>8}  CHANGED",
-                "JOB TYPE", "MAX RUNNING", "RUNNING"
+                "{:<24} {:>12} {:>10} {:>11} {:>5} {:>8}  CHANGED",
+                "JOB TYPE", "MAX RUNNING", "RATE", "PER TENANT", "FAIR", "RUNNING"
             )?;
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for l in all {
+                let r = &l.rules;
                 writeln!(
                     out,
-                    "{:<24} {:>12} {:>8}  {} by {}",
+                    "{:<24} {:>12} {:>10} {:>11} {:>5} {:>8}  {} by {}",
                     l.job_type,
-                    l.max_running,
+                    or_dash(r.max_running.map(|n| n.to_string())),
+                    or_dash(r.rate.map(rate_text)),
+                    or_dash(r.per_tenant_max_running.map(|n| n.to_string())),
+                    if r.claims_fairly() { "yes" } else { "no" },
                     l.running,
                     l.updated_at.format("%Y-%m-%d %H:%M:%S UTC"),
                     l.updated_by
@@ -61,4 +108,91 @@ pub async fn run(command: LimitsCommand, ctx: &Ctx, out: &mut impl Write) -> any
         }
     }
     Ok(())
+}
+
+/// `N` (1..100000) or `none`.
+fn parse_count(v: &str, option: &str) -> anyhow::Result<Option<i32>> {
+    if v == "none" {
+        return Ok(None);
+    }
+    let n: i32 = v
+        .parse()
+        .ok()
+        .filter(|n| (1..=100_000).contains(n))
+        .with_context(|| format!("{option} must be from 1 to 100000, or none (got {v:?})"))?;
+    Ok(Some(n))
+}
+
+/// `N/s`, `N/min` (N 1..1000000) or `none`: (N, period in seconds).
+fn parse_rate(v: &str) -> anyhow::Result<Option<(i32, f64)>> {
+    if v == "none" {
+        return Ok(None);
+    }
+    let bad =
+        || format!("--rate must be N/s or N/min with N from 1 to 1000000, or none (got {v:?})");
+    let (n, unit) = v.split_once('/').with_context(bad)?;
+    let period = match unit {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        _ => bail!(bad()),
+    };
+    let n: i32 = n
+        .parse()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .with_context(bad)?;
+    Ok(Some((n, period)))
+}
+
+fn rate_text((n, period): (i32, f64)) -> String {
+    if period >= 60.0 {
+        format!("{n}/min")
+    } else {
+        format!("{n}/s")
+    }
+}
+
+/// The rules in words, for `limits set`'s confirmation.
+fn describe(r: &LimitRules) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = r.max_running {
+        parts.push(format!("at most {n} running at once"));
+    }
+    if let Some((n, period)) = r.rate {
+        let per = if period >= 60.0 { "minute" } else { "second" };
+        parts.push(format!("at most {n} started per {per}"));
+    }
+    if let Some(n) = r.per_tenant_max_running {
+        parts.push(format!("at most {n} running per tenant"));
+    }
+    if r.claims_fairly() {
+        parts.push("claimed round-robin across tenants".into());
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_per_second_and_per_minute_and_refuse_the_rest() {
+        assert_eq!(parse_rate("20/s").unwrap(), Some((20, 1.0)));
+        assert_eq!(parse_rate("600/min").unwrap(), Some((600, 60.0)));
+        assert_eq!(parse_rate("none").unwrap(), None);
+        for bad in ["20", "0/s", "20/h", "-1/s", "2000000/s", "x/s"] {
+            let e = parse_rate(bad).unwrap_err().to_string();
+            assert!(e.contains("--rate"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn counts_are_bounded_and_name_their_option() {
+        assert_eq!(parse_count("5", "--max-running").unwrap(), Some(5));
+        assert_eq!(parse_count("none", "--max-running").unwrap(), None);
+        let e = parse_count("0", "--per-tenant-max-running")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--per-tenant-max-running"), "{e}");
+    }
 }

@@ -175,6 +175,11 @@ pub struct BenchArgs {
     /// and report the share of slots kept busy
     #[arg(long)]
     pub long_jobs: bool,
+    /// Also measure what per-type limits and fair claiming cost against
+    /// the unlimited claim, and run the fairness run (one tenant flooding,
+    /// another's queue wait, with and without fair claiming)
+    #[arg(long)]
+    pub limits: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -370,22 +375,38 @@ pub enum TokenCommand {
 /// `opsrunner limits …`.
 #[derive(Subcommand, Debug)]
 pub enum LimitsCommand {
-    /// At most N jobs of TYPE run at once, across every daemon (within a
-    /// second on every daemon; jobs over the limit wait queued).
+    /// Set TYPE's limits, across every daemon (in effect within a second
+    /// on every daemon; jobs over a limit wait queued, never fail). Options
+    /// not given keep their value; `none` removes that rule.
     Set {
         /// The job type.
         job_type: String,
-        /// The most that may run at once (1..100000).
+        /// The most that may run at once (1..100000, or none).
+        #[arg(long, value_name = "N|none")]
+        max_running: Option<String>,
+        /// The most started per second or per minute: `20/s`, `600/min`
+        /// (1..1000000), or none.
+        #[arg(long, value_name = "N/s|N/min|none")]
+        rate: Option<String>,
+        /// The most that may run at once per tenant (1..100000, or none);
+        /// implies --fair.
+        #[arg(long, value_name = "N|none")]
+        per_tenant_max_running: Option<String>,
+        /// Claim round-robin across tenants: one tenant's backlog delays
+        /// another's job by at most one claim.
+        #[arg(long, conflicts_with = "no_fair")]
+        fair: bool,
+        /// Stop claiming round-robin (unless a per-tenant limit is set).
         #[arg(long)]
-        max_running: i32,
+        no_fair: bool,
     },
-    /// Every limit, with the type's running jobs now.
+    /// Every limit's rules, with the type's running jobs now.
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Remove TYPE's limit.
+    /// Remove every limit of TYPE.
     Clear {
         /// The job type.
         job_type: String,

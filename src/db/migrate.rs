@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0015_type_limits",
         sql: include_str!("../../sql/migrations/0015_type_limits.sql"),
     },
+    Migration {
+        version: 16,
+        name: "0016_rate_and_tenant_limits",
+        sql: include_str!("../../sql/migrations/0016_rate_and_tenant_limits.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -41,6 +41,9 @@ pub const ALL: &[(&str, &str)] = &[
     ("worker/lock_type_limit.sql", LOCK_TYPE_LIMIT),
     ("worker/claim_limited.sql", CLAIM_LIMITED),
     ("worker/count_running.sql", COUNT_RUNNING),
+    ("worker/claim_fair.sql", CLAIM_FAIR),
+    ("worker/save_limit_state.sql", SAVE_LIMIT_STATE),
+    ("worker/limit_held.sql", LIMIT_HELD),
     ("shared/limit_set.sql", LIMIT_SET),
     ("shared/limit_clear.sql", LIMIT_CLEAR),
     ("shared/limit_list.sql", LIMIT_LIST),
@@ -116,6 +119,9 @@ const TYPE_LIMITS: &str = include_str!("../../sql/queries/worker/type_limits.sql
 const LOCK_TYPE_LIMIT: &str = include_str!("../../sql/queries/worker/lock_type_limit.sql");
 const CLAIM_LIMITED: &str = include_str!("../../sql/queries/worker/claim_limited.sql");
 const COUNT_RUNNING: &str = include_str!("../../sql/queries/worker/count_running.sql");
+const CLAIM_FAIR: &str = include_str!("../../sql/queries/worker/claim_fair.sql");
+const SAVE_LIMIT_STATE: &str = include_str!("../../sql/queries/worker/save_limit_state.sql");
+const LIMIT_HELD: &str = include_str!("../../sql/queries/worker/limit_held.sql");
 const LIMIT_SET: &str = include_str!("../../sql/queries/shared/limit_set.sql");
 const LIMIT_CLEAR: &str = include_str!("../../sql/queries/shared/limit_clear.sql");
 const LIMIT_LIST: &str = include_str!("../../sql/queries/shared/limit_list.sql");
@@ -1443,80 +1449,232 @@ pub async fn ui_schedule_run_now(
         .try_get(0)?)
 }
 
-/// `worker/type_limits.sql`: (job type, max running).
-pub(crate) async fn type_limits(c: &impl CachingClient) -> Result<Vec<(String, i32)>> {
+/// A job type's limit rules (`ops_type_limits`), any of them optional.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct LimitRules {
+    /// At most this many running at once, across every daemon.
+    pub max_running: Option<i32>,
+    /// At most `.0` started per `.1` seconds (1 or 60), across every daemon.
+    pub rate: Option<(i32, f64)>,
+    /// At most this many running per tenant.
+    pub per_tenant_max_running: Option<i32>,
+    /// Claimed round-robin across tenants (implied by a per-tenant limit).
+    pub fair: bool,
+}
+
+impl LimitRules {
+    /// Whether claims of the type go round-robin across tenants.
+    pub fn claims_fairly(&self) -> bool {
+        self.fair || self.per_tenant_max_running.is_some()
+    }
+
+    fn from_row(r: &Row, at: usize) -> Result<Self> {
+        let rate: Option<i32> = r.try_get(at + 1)?;
+        let period: Option<f64> = r.try_get(at + 2)?;
+        Ok(Self {
+            max_running: r.try_get(at)?,
+            rate: rate.zip(period),
+            per_tenant_max_running: r.try_get(at + 3)?,
+            fair: r.try_get(at + 4)?,
+        })
+    }
+}
+
+/// `worker/type_limits.sql`: every limited type with its rules.
+pub(crate) async fn type_limits(c: &impl CachingClient) -> Result<Vec<(String, LimitRules)>> {
     let stmt = c.prepare_cached(TYPE_LIMITS).await?;
     c.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, LimitRules::from_row(r, 1)?)))
+        .collect()
+}
+
+/// A limited type's row as `worker/lock_type_limit.sql` locks it.
+#[derive(Debug, Clone)]
+pub(crate) struct LockedLimit {
+    pub rules: LimitRules,
+    /// The rate window: its start (epoch seconds), starts in it, starts in
+    /// the window before.
+    pub window_start: Option<f64>,
+    pub window_count: i32,
+    pub previous_count: i32,
+    /// The tenant a fair claim served last.
+    pub fair_after: Option<String>,
+    /// The database's clock, epoch seconds.
+    pub db_now: f64,
+}
+
+/// `worker/lock_type_limit.sql`: the type's row, locked until the
+/// transaction ends; `None` when the limit was cleared meanwhile.
+pub(crate) async fn lock_type_limit(
+    c: &impl CachingClient,
+    job_type: &str,
+) -> Result<Option<LockedLimit>> {
+    let stmt = c.prepare_cached(LOCK_TYPE_LIMIT).await?;
+    let Some(r) = c.query_opt(&stmt, &[&job_type]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(LockedLimit {
+        rules: LimitRules::from_row(&r, 0)?,
+        window_start: r.try_get(5)?,
+        window_count: r.try_get(6)?,
+        previous_count: r.try_get(7)?,
+        fair_after: r.try_get(8)?,
+        db_now: r.try_get(9)?,
+    }))
+}
+
+/// `worker/count_running.sql`: (tenant, running jobs) of the type.
+pub(crate) async fn count_running(
+    c: &impl CachingClient,
+    job_type: &str,
+) -> Result<Vec<(String, i64)>> {
+    let stmt = c.prepare_cached(COUNT_RUNNING).await?;
+    c.query(&stmt, &[&job_type])
         .await?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
 }
 
-/// What a limited claim did: the rows, and whether the limit (rather than
-/// the free slots) decided how many could be claimed.
-pub(crate) struct LimitedClaim {
-    pub rows: Vec<Row>,
-    pub limit_bound: bool,
-}
-
-/// One limited type's claim, in one transaction:
-/// `worker/lock_type_limit.sql` (daemons take turns), then
-/// `worker/count_running.sql` (a fresh snapshot), then
-/// `worker/claim_limited.sql` for what the limit leaves.
+/// `worker/claim_limited.sql`: at most `take` jobs of `job_type`, in
+/// (priority, run_at) order.
 pub(crate) async fn claim_limited(
-    c: &mut deadpool_postgres::Object,
+    c: &impl CachingClient,
     job_type: &str,
     p: &ClaimParams<'_>,
-) -> Result<LimitedClaim> {
-    let tx = c.transaction().await?;
-    let lock = tx.prepare_cached(LOCK_TYPE_LIMIT).await?;
-    let Some(limit) = tx.query_opt(&lock, &[&job_type]).await? else {
-        // Cleared meanwhile: the next claim treats the type as unlimited.
-        tx.commit().await?;
-        return Ok(LimitedClaim {
-            rows: Vec::new(),
-            limit_bound: false,
-        });
-    };
-    let limit: i32 = limit.try_get(0)?;
-    let count = tx.prepare_cached(COUNT_RUNNING).await?;
-    let running: i64 = tx.query_one(&count, &[&job_type]).await?.try_get(0)?;
-    let room = (i64::from(limit) - running).max(0);
-    let take = room.min(p.limit);
-    let rows = if take > 0 {
-        let stmt = tx.prepare_cached(CLAIM_LIMITED).await?;
-        tx.query(
-            &stmt,
-            &[
-                &job_type,
-                &p.queues,
-                &p.limit,
-                &p.owner,
-                &p.lease_secs,
-                &take,
-            ],
-        )
-        .await?
-    } else {
-        Vec::new()
-    };
-    tx.commit().await?;
-    Ok(LimitedClaim {
-        rows,
-        limit_bound: room < p.limit,
-    })
+    take: i64,
+) -> Result<Vec<Row>> {
+    let stmt = c.prepare_cached(CLAIM_LIMITED).await?;
+    Ok(c.query(
+        &stmt,
+        &[
+            &job_type,
+            &p.queues,
+            &p.limit,
+            &p.owner,
+            &p.lease_secs,
+            &take,
+        ],
+    )
+    .await?)
 }
 
-/// `shared/limit_set.sql`.
+/// The tenant-related parameters of `worker/claim_fair.sql`.
+pub(crate) struct FairParams<'a> {
+    /// The tenant served last.
+    pub after: Option<&'a str>,
+    /// Tenants with running jobs of the type, and how many.
+    pub running_tenants: Vec<&'a str>,
+    pub running_counts: Vec<i64>,
+    /// The most each tenant may run.
+    pub per_tenant_max: Option<i32>,
+}
+
+/// `worker/claim_fair.sql`: at most `take` jobs of `job_type`,
+/// round-robin across tenants. Each row also carries `fair_round` and
+/// `fair_pos` (int8).
+pub(crate) async fn claim_fair(
+    c: &impl CachingClient,
+    job_type: &str,
+    p: &ClaimParams<'_>,
+    take: i64,
+    f: &FairParams<'_>,
+) -> Result<Vec<Row>> {
+    let stmt = c.prepare_cached(CLAIM_FAIR).await?;
+    Ok(c.query(
+        &stmt,
+        &[
+            &job_type,
+            &p.queues,
+            &take,
+            &p.owner,
+            &p.lease_secs,
+            &f.after,
+            &f.running_tenants,
+            &f.running_counts,
+            &f.per_tenant_max,
+        ],
+    )
+    .await?)
+}
+
+/// `worker/save_limit_state.sql`: the rate window and fair cursor after a
+/// claim.
+pub(crate) async fn save_limit_state(
+    c: &impl CachingClient,
+    job_type: &str,
+    window: (Option<f64>, i32, i32),
+    fair_after: Option<&str>,
+) -> Result<()> {
+    let stmt = c.prepare_cached(SAVE_LIMIT_STATE).await?;
+    c.execute(
+        &stmt,
+        &[&job_type, &window.0, &window.1, &window.2, &fair_after],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One limited type as `worker/limit_held.sql` reads it: its rules and
+/// state, its runnable queued jobs, its running jobs, and the runnable
+/// jobs of tenants at their per-tenant limit.
+#[derive(Debug, Clone)]
+pub(crate) struct LimitHeld {
+    pub job_type: String,
+    pub locked: LockedLimit,
+    pub runnable: i64,
+    pub running: i64,
+    pub runnable_of_capped_tenants: i64,
+}
+
+/// `worker/limit_held.sql`.
+pub(crate) async fn limit_held(c: &impl CachingClient) -> Result<Vec<LimitHeld>> {
+    let stmt = c.prepare_cached(LIMIT_HELD).await?;
+    c.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LimitHeld {
+                job_type: r.try_get(10)?,
+                locked: LockedLimit {
+                    rules: LimitRules::from_row(r, 0)?,
+                    window_start: r.try_get(5)?,
+                    window_count: r.try_get(6)?,
+                    previous_count: r.try_get(7)?,
+                    fair_after: r.try_get(8)?,
+                    db_now: r.try_get(9)?,
+                },
+                runnable: r.try_get(11)?,
+                running: r.try_get(12)?,
+                runnable_of_capped_tenants: r.try_get(13)?,
+            })
+        })
+        .collect()
+}
+
+/// `shared/limit_set.sql`: writes the type's whole rule set.
 pub async fn limit_set(
     c: &impl GenericClient,
     job_type: &str,
-    max_running: i32,
+    rules: &LimitRules,
     by: &str,
 ) -> Result<()> {
-    c.execute(LIMIT_SET, &[&job_type, &max_running, &by])
-        .await?;
+    let (rate, period) = rules.rate.unzip();
+    c.execute(
+        LIMIT_SET,
+        &[
+            &job_type,
+            &rules.max_running,
+            &rate,
+            &period,
+            &rules.per_tenant_max_running,
+            &rules.fair,
+            &by,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -1533,8 +1691,8 @@ pub async fn limit_clear(c: &impl GenericClient, job_type: &str, by: &str) -> Re
 pub struct LimitRow {
     /// The type.
     pub job_type: String,
-    /// Its limit.
-    pub max_running: i32,
+    /// Its rules.
+    pub rules: LimitRules,
     /// Its running jobs now.
     pub running: i64,
     /// Last change.
@@ -1550,11 +1708,11 @@ pub async fn limit_list(c: &impl GenericClient) -> Result<Vec<LimitRow>> {
         .iter()
         .map(|r| {
             Ok(LimitRow {
-                job_type: r.try_get(0)?,
-                max_running: r.try_get(1)?,
-                running: r.try_get(2)?,
-                updated_at: r.try_get(3)?,
-                updated_by: r.try_get(4)?,
+                rules: LimitRules::from_row(r, 0)?,
+                job_type: r.try_get(5)?,
+                running: r.try_get(6)?,
+                updated_at: r.try_get(7)?,
+                updated_by: r.try_get(8)?,
             })
         })
         .collect()

@@ -197,6 +197,13 @@ pub const CATALOG: &[Metric] = &[
         Worker,
     ),
     gauge(
+        "opsrunner_limit_held_jobs",
+        Unit::Count,
+        "Runnable queued jobs of a limited type that its limit holds back now, by type and limit (max_running, rate, per_tenant; exported by the maintenance leader only).",
+        &["job_type", "limit"],
+        Worker,
+    ),
+    gauge(
         "opsrunner_queue_depth",
         Unit::Count,
         "Runnable queued jobs per queue (exported by the maintenance leader only; 0 on a daemon that lost it).",
@@ -323,7 +330,7 @@ pub const CATALOG: &[Metric] = &[
     ),
     counter(
         "opsrunner_limit_reached_total",
-        "Claims of a limited job type that wanted more jobs than its limit left (ops_type_limits), by type and limit.",
+        "Claims of a limited job type that took fewer jobs than they had slots for because a limit (ops_type_limits) said so, by type and limit (max_running, rate, per_tenant).",
         &["job_type", "limit"],
         Worker,
     ),

@@ -59,6 +59,9 @@ impl Claimer {
     pub async fn run(self, stop_claiming: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut wake = Wake::Start;
+        // Set when a limit held jobs back: try again then, not after the
+        // poll interval.
+        let mut limit_retry: Option<Duration> = None;
         loop {
             if stop_claiming.is_cancelled() {
                 return;
@@ -86,7 +89,8 @@ impl Claimer {
             let types = self.shared.live.enabled_job_types();
             if !types.is_empty() {
                 match self.claim(room, &types).await {
-                    Ok(jobs) => {
+                    Ok((jobs, retry)) => {
+                        limit_retry = retry;
                         self.shared.mark_db_ok();
                         backoff.reset();
                         let n = jobs.len();
@@ -129,22 +133,24 @@ impl Claimer {
                     }
                 }
             }
+            let wait = limit_retry.map_or(cfg.poll_interval, |r| r.min(cfg.poll_interval));
             tokio::select! {
                 _ = stop_claiming.cancelled() => return,
                 _ = self.shared.signals.wake.notified() => wake = Wake::Notify,
-                _ = tokio::time::sleep(cfg.poll_interval) => wake = Wake::Poll,
+                _ = tokio::time::sleep(wait) => wake = Wake::Poll,
             }
         }
     }
 
     /// The unlimited types in one statement, then each limited type in its
-    /// own short transaction (its limit row locked, so daemons take turns),
-    /// while slots remain.
+    /// own short transaction (its limit row locked, so daemons take turns;
+    /// see `limits`), while slots remain. Also when a held-back type
+    /// should be tried again.
     async fn claim_with_limits(
         &self,
         params: &queries::ClaimParams<'_>,
-        limits: &std::collections::HashMap<String, i32>,
-    ) -> Result<Vec<tokio_postgres::Row>> {
+        limits: &super::state::Limits,
+    ) -> Result<(Vec<tokio_postgres::Row>, Option<Duration>)> {
         let shared = &self.shared;
         let (limited, free): (Vec<String>, Vec<String>) = params
             .job_types
@@ -154,6 +160,7 @@ impl Claimer {
         db::bounded(shared.call_timeout, async {
             let mut c = db::checkout(&shared.pool).await?;
             let mut rows = Vec::new();
+            let mut retry: Option<Duration> = None;
             if !free.is_empty() {
                 let p = queries::ClaimParams { job_types: &free, ..*params };
                 rows = queries::claim(&*c, &p).await?;
@@ -164,20 +171,28 @@ impl Claimer {
                     break;
                 }
                 let p = queries::ClaimParams { limit: room, ..*params };
-                let got = queries::claim_limited(&mut c, t, &p).await?;
-                if got.limit_bound {
-                    metrics::counter!("opsrunner_limit_reached_total", "job_type" => t.clone(), "limit" => "max_running")
+                let got = super::limits::claim(&mut c, t, &p).await?;
+                if let Some(kind) = got.bound {
+                    metrics::counter!("opsrunner_limit_reached_total", "job_type" => t.clone(), "limit" => kind.label())
                         .increment(1);
+                }
+                if let Some(after) = got.retry_after {
+                    retry = Some(retry.map_or(after, |r| r.min(after)));
                 }
                 rows.extend(got.rows);
             }
             c.release();
-            Ok(rows)
+            Ok((rows, retry))
         })
         .await
     }
 
-    async fn claim(&self, n: usize, types: &[String]) -> Result<Vec<ClaimedJob>> {
+    /// The claimed jobs, and when to try again if a limit held some back.
+    async fn claim(
+        &self,
+        n: usize,
+        types: &[String],
+    ) -> Result<(Vec<ClaimedJob>, Option<Duration>)> {
         let shared = &self.shared;
         let cfg = shared.cfg();
         let queues = (!cfg.queues.is_empty()).then_some(cfg.queues.as_slice());
@@ -190,13 +205,13 @@ impl Claimer {
         };
         let claimed = std::time::Instant::now();
         let limits = shared.live.limits();
-        let rows = if limits.is_empty() {
+        let (rows, retry) = if limits.is_empty() {
             // The common case: one statement for every enabled type.
             db::bounded(shared.call_timeout, async {
                 let c = db::checkout(&shared.pool).await?;
                 let rows = queries::claim(&*c, &params).await?;
                 c.release();
-                Ok(rows)
+                Ok((rows, None))
             })
             .await?
         } else {
@@ -209,7 +224,7 @@ impl Claimer {
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         // Each row on its own: one that cannot be decoded must not take the
         // others of its batch down with it.
-        Ok(rows
+        let jobs = rows
             .iter()
             .filter_map(|r| match ClaimedJob::from_row(r, claimed) {
                 Ok(job) => Some(job),
@@ -221,7 +236,8 @@ impl Claimer {
                     None
                 }
             })
-            .collect())
+            .collect();
+        Ok((jobs, retry))
     }
 
     async fn launch(&self, job: ClaimedJob, stop_claiming: &CancellationToken) {

@@ -48,16 +48,15 @@ pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
         .await?
         .into_iter()
         .collect();
-    let limits: std::collections::HashMap<String, i32> =
-        db::bounded(d, queries::type_limits(&*client))
-            .await?
-            .into_iter()
-            .collect();
+    let limits: super::state::Limits = db::bounded(d, queries::type_limits(&*client))
+        .await?
+        .into_iter()
+        .collect();
     client.release();
     if let Ok(mut l) = shared.live.limits.write()
         && **l != limits
     {
-        tracing::info!(?limits, "per-type concurrency limits reloaded");
+        tracing::info!(?limits, "per-type limits reloaded");
         *l = Arc::new(limits);
     }
     shared.mark_db_ok();

@@ -23,6 +23,7 @@ mod completer;
 mod executor;
 mod flag_cache;
 mod heartbeat;
+mod limits;
 mod listener;
 mod maintenance;
 mod outcome_log;

@@ -17,6 +17,9 @@ use super::stats::Stats;
 use crate::config::{DbConfig, DbUrl, RetentionConfig, WorkerConfig};
 use crate::handlers::Registry;
 
+/// Limited job types with their rules.
+pub(crate) type Limits = std::collections::HashMap<String, crate::db::queries::LimitRules>;
+
 /// What may be claimed and how: swapped on SIGHUP (config, registry) or on a
 /// flag change (flags). A running job keeps the handler and timeout it
 /// started with.
@@ -30,7 +33,7 @@ pub(crate) struct Live {
     pub flags: FlagSet,
     /// Per-type concurrency limits (`ops_type_limits`), reloaded with the
     /// flags: the claimer claims these types one at a time, under the limit.
-    pub limits: RwLock<Arc<std::collections::HashMap<String, i32>>>,
+    pub limits: RwLock<Arc<Limits>>,
 }
 
 impl Live {
@@ -44,7 +47,7 @@ impl Live {
     }
 
     /// The current per-type limits.
-    pub fn limits(&self) -> Arc<std::collections::HashMap<String, i32>> {
+    pub fn limits(&self) -> Arc<Limits> {
         match self.limits.read() {
             Ok(l) => l.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

@@ -53,3 +53,17 @@ impl RolesDb {
         u.to_string()
     }
 }
+
+/// The login name in a URL.
+pub fn role_of(url: &str) -> String {
+    url::Url::parse(url).unwrap().username().to_string()
+}
+
+/// An application login bound to `tenant` by an operator's CLI (as the
+/// worker role); returns its URL.
+pub async fn bound_app(db: &RolesDb, tenant: &str) -> String {
+    let app = db.login("opsrunner_app").await;
+    let operator = db.login("opsrunner_worker").await;
+    super::cli_ok(&operator, &["tenants", "bind", &role_of(&app), tenant]).await;
+    app
+}

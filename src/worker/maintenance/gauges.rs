@@ -1,6 +1,7 @@
 //! Queue gauges (depth and oldest age per queue) and the NOTIFY queue's
 //! usage, published by the elected maintenance leader only.
 
+use super::super::limits;
 use super::super::state::Shared;
 use crate::db::queries;
 use crate::error::Result;
@@ -27,7 +28,10 @@ pub(super) async fn publish_queue_gauges_when_due(
     if start < *next {
         return Ok(());
     }
-    let result = publish_queue_gauges(client, shared).await;
+    let mut result = publish_queue_gauges(client, shared).await;
+    if result.is_ok() {
+        result = publish_limit_gauges(client).await;
+    }
     *next = tokio::time::Instant::now() + queue_stats_pause(start.elapsed());
     result
 }
@@ -70,6 +74,40 @@ async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Share
         *seen = now_seen;
     }
     Ok(())
+}
+
+/// Limited types seen by the last held-back gauge update.
+static SEEN_LIMITED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Per limited type and rule, the runnable jobs that rule holds back now
+/// (`opsrunner_limit_held_jobs`); 0 for the other rules, and for types whose
+/// limit was cleared.
+async fn publish_limit_gauges(client: &deadpool_postgres::Client) -> Result<()> {
+    let rows = queries::limit_held(client).await?;
+    let mut names = Vec::new();
+    for h in &rows {
+        let held = limits::held_back(h);
+        for kind in limits::LimitKind::ALL {
+            let n = held.filter(|(k, _)| *k == kind).map_or(0, |(_, n)| n);
+            metrics::gauge!("opsrunner_limit_held_jobs", "job_type" => h.job_type.clone(), "limit" => kind.label())
+                .set(n as f64);
+        }
+        names.push(h.job_type.clone());
+    }
+    if let Ok(mut seen) = SEEN_LIMITED.lock() {
+        for gone in seen.iter().filter(|n| !names.contains(n)) {
+            zero_limit_gauges(gone);
+        }
+        *seen = names;
+    }
+    Ok(())
+}
+
+fn zero_limit_gauges(job_type: &str) {
+    for kind in limits::LimitKind::ALL {
+        metrics::gauge!("opsrunner_limit_held_jobs", "job_type" => job_type.to_string(), "limit" => kind.label())
+            .set(0.0);
+    }
 }
 
 /// Schedules seen by the last schedule gauge update.
@@ -120,6 +158,11 @@ pub(super) fn zero_leader_gauges() {
     metrics::gauge!("opsrunner_oldest_snapshot_age_seconds").set(0.0);
     metrics::gauge!("opsrunner_replication_slot_xmin_age_transactions").set(0.0);
     metrics::gauge!("opsrunner_schedules_behind").set(0.0);
+    if let Ok(seen) = SEEN_LIMITED.lock() {
+        for t in seen.iter() {
+            zero_limit_gauges(t);
+        }
+    }
     if let Ok(seen) = SEEN_SCHEDULES.lock() {
         for s in seen.iter() {
             metrics::gauge!("opsrunner_schedule_last_enqueue_age_seconds", "schedule" => s.clone())
