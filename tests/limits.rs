@@ -165,7 +165,22 @@ async fn one_tenants_backlog_delays_anothers_job_by_at_most_one_claim_and_a_per_
     let operator = db.login("opsrunner_worker").await;
     let c = db.client().await;
     enable(&c, &["sleep"]).await;
-    cli_ok(&operator, &["limits", "set", "sleep", "--fair"]).await;
+    let fair_index = || async {
+        c.query_one(
+            "SELECT to_regclass('ops_jobs_tenant_claim_idx') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    assert!(
+        !fair_index().await,
+        "enqueues pay for the fair index only once a type claims fairly"
+    );
+    let out = cli_ok(&operator, &["limits", "set", "sleep", "--fair"]).await;
+    assert!(out.contains("built ops_jobs_tenant_claim_idx"), "{out}");
+    assert!(fair_index().await);
     let a = connect(&bound_app(&db, "tenant-a").await).await;
     let b = connect(&bound_app(&db, "tenant-b").await).await;
     // Tenant A: 1,000 one-second jobs, all of a better priority than B's.

@@ -73,6 +73,8 @@ GRANT SELECT ON ops_policy_token_uses TO opsrunner_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_leaders TO opsrunner_worker;
 -- Per-type concurrency limits: operators set them, claims lock them.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_type_limits TO opsrunner_worker;
+-- `limits set --fair` builds the fair claim's index on first use (v16).
+GRANT EXECUTE ON FUNCTION ops_ensure_fair_index() TO opsrunner_worker;
 -- Cron schedules: operators edit them, the elected daemon advances them.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ops_schedules, ops_schedule_slots TO opsrunner_worker;
 -- Operators bind application roles to tenants (`opsrunner tenants`).

@@ -646,7 +646,8 @@ const LIMIT_SETUPS: [(&str, &str); 3] = [
     ),
     (
         "fair",
-        "UPDATE ops_jobs SET tenant_id = 'tenant-' || (abs(hashtext(id::text)) % 10);
+        "SELECT ops_ensure_fair_index();
+         UPDATE ops_jobs SET tenant_id = 'tenant-' || (abs(hashtext(id::text)) % 10);
          INSERT INTO ops_type_limits (job_type, fair) VALUES ('noop', true)",
     ),
 ];
@@ -849,8 +850,11 @@ async fn fairness_run(
     )
     .await?;
     if fair {
-        c.batch_execute("INSERT INTO ops_type_limits (job_type, fair) VALUES ('sleep', true)")
-            .await?;
+        c.batch_execute(
+            "SELECT ops_ensure_fair_index();
+             INSERT INTO ops_type_limits (job_type, fair) VALUES ('sleep', true)",
+        )
+        .await?;
     }
     c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
     let w = Workers::start(&opts.exe, url, 1, opts.concurrency, c).await?;

@@ -36,20 +36,8 @@ pub async fn run(command: LimitsCommand, ctx: &Ctx, out: &mut impl Write) -> any
                     "name a limit: --max-running, --rate, --per-tenant-max-running, --fair or --no-fair"
                 );
             }
-            // Read and write in one serializable transaction, so that two
-            // operators changing different rules of one type at once do not
-            // undo each other: the second fails and says so.
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::Serializable)
-                .start()
-                .await?;
-            let mut rules = queries::limit_list(&tx)
-                .await?
-                .into_iter()
-                .find(|l| l.job_type == job_type)
-                .map(|l| l.rules)
-                .unwrap_or_default();
+            let before = current_rules(&client, &job_type).await?;
+            let mut rules = before.clone();
             if let Some(v) = max_running {
                 rules.max_running = parse_count(&v, "--max-running")?;
             }
@@ -67,6 +55,29 @@ pub async fn run(command: LimitsCommand, ctx: &Ctx, out: &mut impl Write) -> any
             }
             if rules == LimitRules::default() {
                 bail!("that leaves {job_type} no limit: use `opsrunner limits clear {job_type}`");
+            }
+            if rules.claims_fairly() {
+                // Its own statement, committed before the rules: the build
+                // holds inserts back, so its lock lasts no longer than it.
+                let started = std::time::Instant::now();
+                if queries::ensure_fair_index(&client).await? {
+                    writeln!(
+                        out,
+                        "built ops_jobs_tenant_claim_idx for fair claiming in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    )?;
+                }
+            }
+            // Written only if nobody changed the type's rules since they
+            // were read, so that two operators changing different rules at
+            // once do not undo each other (serializable: the loser fails).
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::Serializable)
+                .start()
+                .await?;
+            if current_rules(&tx, &job_type).await? != before {
+                bail!("{job_type}'s limits changed meanwhile; run the command again");
             }
             queries::limit_set(&tx, &job_type, &rules, &by).await?;
             tx.commit().await?;
@@ -108,6 +119,19 @@ pub async fn run(command: LimitsCommand, ctx: &Ctx, out: &mut impl Write) -> any
         }
     }
     Ok(())
+}
+
+/// The type's rules now (none: the default).
+async fn current_rules(
+    c: &impl tokio_postgres::GenericClient,
+    job_type: &str,
+) -> anyhow::Result<LimitRules> {
+    Ok(queries::limit_list(c)
+        .await?
+        .into_iter()
+        .find(|l| l.job_type == job_type)
+        .map(|l| l.rules)
+        .unwrap_or_default())
 }
 
 /// `N` (1..100000) or `none`.

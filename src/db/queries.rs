@@ -45,6 +45,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("worker/save_limit_state.sql", SAVE_LIMIT_STATE),
     ("worker/limit_held.sql", LIMIT_HELD),
     ("shared/limit_set.sql", LIMIT_SET),
+    ("shared/ensure_fair_index.sql", ENSURE_FAIR_INDEX),
     ("shared/limit_clear.sql", LIMIT_CLEAR),
     ("shared/limit_list.sql", LIMIT_LIST),
     ("worker/resign_lease.sql", RESIGN_LEASE),
@@ -123,6 +124,7 @@ const CLAIM_FAIR: &str = include_str!("../../sql/queries/worker/claim_fair.sql")
 const SAVE_LIMIT_STATE: &str = include_str!("../../sql/queries/worker/save_limit_state.sql");
 const LIMIT_HELD: &str = include_str!("../../sql/queries/worker/limit_held.sql");
 const LIMIT_SET: &str = include_str!("../../sql/queries/shared/limit_set.sql");
+const ENSURE_FAIR_INDEX: &str = include_str!("../../sql/queries/shared/ensure_fair_index.sql");
 const LIMIT_CLEAR: &str = include_str!("../../sql/queries/shared/limit_clear.sql");
 const LIMIT_LIST: &str = include_str!("../../sql/queries/shared/limit_list.sql");
 const RESIGN_LEASE: &str = include_str!("../../sql/queries/worker/resign_lease.sql");
@@ -1676,6 +1678,11 @@ pub async fn limit_set(
     )
     .await?;
     Ok(())
+}
+
+/// `shared/ensure_fair_index.sql`: whether the index was built now.
+pub async fn ensure_fair_index(c: &impl GenericClient) -> Result<bool> {
+    Ok(c.query_one(ENSURE_FAIR_INDEX, &[]).await?.try_get(0)?)
 }
 
 /// `shared/limit_clear.sql`: whether a limit was removed.
