@@ -99,6 +99,17 @@ impl RateWindow {
         }
     }
 
+    /// The locked row's window at its database time.
+    pub fn of(locked: &LockedLimit, period: f64) -> Self {
+        Self::at(
+            locked.window_start,
+            locked.window_count,
+            locked.previous_count,
+            period,
+            locked.db_now,
+        )
+    }
+
     /// Starts the sliding window ending at `now` holds, estimated.
     fn estimate(&self, period: f64, now: f64) -> f64 {
         let covered = 1.0 - ((now - self.start) / period).clamp(0.0, 1.0);
@@ -242,13 +253,7 @@ pub(crate) fn plan(locked: &LockedLimit, running: &[(String, i64)], free: i64) -
     let mut window = None;
     let mut rate_wait = Duration::ZERO;
     if let Some((limit, period)) = rules.rate {
-        let w = RateWindow::at(
-            locked.window_start,
-            locked.window_count,
-            locked.previous_count,
-            period,
-            locked.db_now,
-        );
+        let w = RateWindow::of(locked, period);
         let room = w.room(limit, period, locked.db_now);
         if room < take {
             take = room;
@@ -297,13 +302,7 @@ pub(crate) fn held_back(h: &queries::LimitHeld) -> Option<(LimitKind, i64)> {
         return Some((LimitKind::MaxRunning, h.runnable));
     }
     if let Some((limit, period)) = rules.rate {
-        let w = RateWindow::at(
-            locked.window_start,
-            locked.window_count,
-            locked.previous_count,
-            period,
-            locked.db_now,
-        );
+        let w = RateWindow::of(locked, period);
         if w.room(limit, period, locked.db_now) == 0 {
             return Some((LimitKind::Rate, h.runnable));
         }
