@@ -24,11 +24,7 @@ async fn a_max_running_limit_holds_across_three_daemons_and_changes_at_runtime()
     )
     .await
     .unwrap();
-    let slots = [("OPSRUNNER_WORKER__CONCURRENCY", "20")];
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        workers.push(WorkerProcess::start_url(&operator, &slots).await);
-    }
+    let workers = daemons(&operator, 3).await;
     // Sample the running count every 50 ms from another session.
     let peak = Arc::new(AtomicI64::new(0));
     let sample = |peak: Arc<AtomicI64>, url: String, for_: Duration| async move {

@@ -1517,14 +1517,22 @@ pub(crate) async fn lock_type_limit(
     let Some(r) = c.query_opt(&stmt, &[&job_type]).await? else {
         return Ok(None);
     };
-    Ok(Some(LockedLimit {
-        rules: LimitRules::from_row(&r, 0)?,
-        window_start: r.try_get(5)?,
-        window_count: r.try_get(6)?,
-        previous_count: r.try_get(7)?,
-        fair_after: r.try_get(8)?,
-        db_now: r.try_get(9)?,
-    }))
+    Ok(Some(LockedLimit::from_row(&r)?))
+}
+
+impl LockedLimit {
+    /// Columns 0-9 as `worker/lock_type_limit.sql` and
+    /// `worker/limit_held.sql` both select them.
+    fn from_row(r: &Row) -> Result<Self> {
+        Ok(Self {
+            rules: LimitRules::from_row(r, 0)?,
+            window_start: r.try_get(5)?,
+            window_count: r.try_get(6)?,
+            previous_count: r.try_get(7)?,
+            fair_after: r.try_get(8)?,
+            db_now: r.try_get(9)?,
+        })
+    }
 }
 
 /// `worker/count_running.sql`: (tenant, running jobs) of the type.
@@ -1640,14 +1648,7 @@ pub(crate) async fn limit_held(c: &impl CachingClient) -> Result<Vec<LimitHeld>>
         .map(|r| {
             Ok(LimitHeld {
                 job_type: r.try_get(10)?,
-                locked: LockedLimit {
-                    rules: LimitRules::from_row(r, 0)?,
-                    window_start: r.try_get(5)?,
-                    window_count: r.try_get(6)?,
-                    previous_count: r.try_get(7)?,
-                    fair_after: r.try_get(8)?,
-                    db_now: r.try_get(9)?,
-                },
+                locked: LockedLimit::from_row(r)?,
                 runnable: r.try_get(11)?,
                 running: r.try_get(12)?,
                 runnable_of_capped_tenants: r.try_get(13)?,
