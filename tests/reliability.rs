@@ -153,6 +153,12 @@ async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_i
     let limit = Duration::from_secs(if soak() { 600 } else { 90 });
     wait_all_finished(&c, limit, "after the kill storm").await;
     let elapsed = started.elapsed();
+    // An execution is the survivors' when its recorded parent is one of
+    // them. Anything else ran under a killed worker: its own pid, or, when
+    // the SIGKILL landed between the worker's fork and the shell's start,
+    // the reaper that adopted the orphan ($PPID read 1 in one CI run, and
+    // that run blamed a survivor for a killed worker's attempt).
+    let survivors: HashSet<i32> = procs.iter().map(|p| p.pid()).collect();
     for p in &procs {
         p.signal(libc::SIGTERM);
     }
@@ -219,7 +225,7 @@ async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_i
             "fail" => 2,
             _ => 1,
         };
-        let by_killed = ex.iter().filter(|(_, pid)| killed.contains(pid)).count();
+        let by_killed = ex.iter().filter(|(_, pid)| !survivors.contains(pid)).count();
         let extra = ex.len().saturating_sub(expected_runs);
         if extra > 0 {
             repeats += extra;
