@@ -225,7 +225,10 @@ async fn kill_storm_loses_no_job_and_repeats_only_work_that_killed_workers_had_i
             "fail" => 2,
             _ => 1,
         };
-        let by_killed = ex.iter().filter(|(_, pid)| !survivors.contains(pid)).count();
+        let by_killed = ex
+            .iter()
+            .filter(|(_, pid)| !survivors.contains(pid))
+            .count();
         let extra = ex.len().saturating_sub(expected_runs);
         if extra > 0 {
             repeats += extra;

@@ -99,6 +99,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0016_rate_and_tenant_limits",
         sql: include_str!("../../sql/migrations/0016_rate_and_tenant_limits.sql"),
     },
+    Migration {
+        version: 17,
+        name: "0017_listing_indexes_without_running",
+        sql: include_str!("../../sql/migrations/0017_listing_indexes_without_running.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -12,6 +12,12 @@ SELECT id, job_type, queue, status::text AS status, attempt, max_attempts, creat
 FROM ops_jobs
 WHERE tenant_id = $1
   AND ($2::text IS NULL OR status = $2::text::ops_job_status)
+  -- Always true together with the line above; written out so that a
+  -- custom plan sees which index serves a status filter: the listing
+  -- indexes leave out running rows (schema v17), the running index holds
+  -- only them.
+  AND ($2::text IS NULL OR $2::text = 'running' OR status <> 'running')
+  AND ($2::text IS DISTINCT FROM 'running' OR status = 'running')
   AND ($3::text IS NULL OR job_type = $3)
   AND ($4::text IS NULL OR queue = $4)
   AND ($5::uuid IS NULL OR id < $5)

@@ -20,10 +20,11 @@ SET status = c.status::ops_job_status,
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::bool[])
      AS c(id, attempt, status, result, error, delay_secs, refund)
 WHERE j.id = c.id
-  -- `status::text` keeps the planner off the (status, created_at) index:
-  -- after a burst it holds thousands of dead 'running' entries that a scan
-  -- would wade through on every completion. Each row is then found by
-  -- primary key from the unnest side.
+  -- `status::text` keeps the planner off the status indexes (before v17 the
+  -- (status, created_at) index held thousands of dead 'running' entries
+  -- after a burst; since v17 only the running index holds running rows,
+  -- and its dead entries would be waded through the same way). Each row is
+  -- found by primary key from the unnest side.
   AND j.attempt = c.attempt
   AND j.lease_owner = $8
   AND j.status::text = 'running'
