@@ -99,3 +99,54 @@ async fn the_elected_daemon_prunes_on_its_own() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `retention.succeeded = "0s"` (the same setting as `retention.jobs`):
+/// the worker, logged in as a member of `opsrunner_worker`, deletes each
+/// succeeded job with its event rows in the statement that ends it, and
+/// keeps failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_on_success_removes_succeeded_jobs_with_their_events_and_keeps_failures_as_the_worker_role()
+ {
+    let db = roles_db().await;
+    let c = db.client().await;
+    enable(&c, &["noop", "sleep"]).await;
+    // 300 jobs that succeed, one of them with the event row a rescue would
+    // have left, and one that fails (a payload the handler refuses).
+    c.batch_execute(
+        "INSERT INTO ops_jobs (job_type) SELECT 'noop' FROM generate_series(1, 299);
+         WITH j AS (INSERT INTO ops_jobs (job_type, attempt) VALUES ('noop', 1) RETURNING id)
+         INSERT INTO ops_job_events (job_id, from_status, to_status, attempt, detail)
+           SELECT id, 'running', 'queued', 1, 'lease expired; rescued' FROM j;
+         INSERT INTO ops_jobs (job_type, payload, max_attempts) VALUES ('sleep', '{\"ms\": \"x\"}', 1);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM ops_job_events").await, 1);
+    let worker_url = db.login("opsrunner_worker").await;
+    let w =
+        WorkerProcess::start_url(&worker_url, &[("OPSRUNNER_RETENTION__SUCCEEDED", "0s")]).await;
+    wait_all_finished(&c, Duration::from_secs(20), "the jobs").await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM ops_jobs WHERE job_type = 'noop'").await,
+        0,
+        "succeeded jobs are deleted"
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM ops_job_events e JOIN ops_jobs j ON j.id = e.job_id WHERE j.job_type = 'noop'").await
+            + count(&c, "SELECT count(*) FROM ops_job_events e WHERE NOT EXISTS (SELECT 1 FROM ops_jobs j WHERE j.id = e.job_id)").await,
+        0,
+        "no event row outlives its job"
+    );
+    let failed = c
+        .query_one(
+            "SELECT status::text, coalesce(error, '') FROM ops_jobs WHERE job_type = 'sleep'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.get::<_, String>(0), "failed");
+    assert!(!failed.get::<_, String>(1).is_empty());
+    let log = w.log_text();
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+    assert!(!log.contains("cannot write completions"), "{log}");
+}

@@ -43,6 +43,13 @@ pub struct BenchOptions {
     /// Also measure how cost grows: 10k/100k/1M jobs at `workers`, and
     /// 1/2/4 workers at `jobs`.
     pub scale: bool,
+    /// Also drain [`BIG_TABLE_QUEUED`] jobs from a table that already holds
+    /// [`BIG_TABLE_FINISHED`] finished ones: what a table kept for its
+    /// retention costs each job.
+    pub big_table: bool,
+    /// Also drain `jobs` again with delete-on-success (`retention.succeeded =
+    /// "0s"`), reported beside the default drain.
+    pub delete_on_success: bool,
     /// Also drain `jobs` again while another session holds a REPEATABLE READ
     /// snapshot open, to show what a forgotten transaction costs the claim.
     pub held_snapshot: bool,
@@ -69,6 +76,8 @@ impl Default for BenchOptions {
             batch_rows: 100_000,
             latency_samples: 500,
             scale: false,
+            big_table: false,
+            delete_on_success: false,
             held_snapshot: false,
             long_jobs: false,
             limits: false,
@@ -196,9 +205,15 @@ pub struct Report {
     pub latency: LatencyResult,
     /// Only with `scale`.
     pub scale: Vec<ProcessResult>,
+    /// Only with `big_table`: [`BIG_TABLE_QUEUED`] jobs drained beside
+    /// [`BIG_TABLE_FINISHED`] finished rows.
+    pub big_table: Option<BigTableResult>,
     /// Only with `held_snapshot`: the same drain as `process`, with a
     /// snapshot held open elsewhere in the database from its start.
     pub held_snapshot: Option<ProcessResult>,
+    /// Only with `delete_on_success`: the same drain as `process` with
+    /// `retention.succeeded = "0s"` (succeeded jobs deleted, not kept).
+    pub delete_on_success: Option<ProcessResult>,
     /// Only with `long_jobs`: slot occupancy at 500 and 2,000 slots.
     pub long_jobs: Vec<LongJobsResult>,
     /// Only with `limits`: unlimited, limited and fair drains.
@@ -221,6 +236,21 @@ pub struct LongJobsResult {
     /// The worker's CPU, seconds.
     pub worker_cpu_seconds: f64,
 }
+
+/// The big-table drain.
+#[derive(Debug, Clone, Serialize)]
+pub struct BigTableResult {
+    /// Finished rows in the table before the drain began.
+    pub finished_rows: u64,
+    /// The drain of the queued ones.
+    pub process: ProcessResult,
+}
+
+/// Rows of the big-table run: ten million in all, as the per-job-cost
+/// issue asked (a busy deployment keeping a week of finished jobs).
+pub const BIG_TABLE_FINISHED: u64 = 9_000_000;
+/// Queued jobs of the big-table run.
+pub const BIG_TABLE_QUEUED: u64 = 1_000_000;
 
 /// One drain of the limits comparison.
 #[derive(Debug, Clone, Serialize)]
@@ -273,6 +303,8 @@ pub async fn run_cli(
         batch_rows: args.batch_rows,
         latency_samples: args.latency_samples,
         scale: args.scale,
+        big_table: args.big_table,
+        delete_on_success: args.delete_on_success,
         held_snapshot: args.held_snapshot,
         long_jobs: args.long_jobs,
         limits: args.limits,
@@ -323,31 +355,59 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
         let enqueue_batch = enqueue_batch(&client, opts.batch_rows).await?;
         progress_line(opts, "enqueue: COPY…");
         let enqueue_copy = enqueue_copy(&client, opts.batch_rows).await?;
-        let process = drain(&client, &bench_url, opts, opts.jobs, opts.workers, None).await?;
+        let process = drain(&client, &bench_url, opts, &Drain::new(opts.jobs, opts.workers)).await?;
         progress_line(opts, "latency: one job at a time into an idle worker…");
         let latency = latency(&client, &bench_url, opts).await?;
         let mut scale = Vec::new();
         if opts.scale {
             for jobs in [10_000, 100_000, 1_000_000] {
-                scale.push(drain(&client, &bench_url, opts, jobs, opts.workers, None).await?);
+                scale.push(drain(&client, &bench_url, opts, &Drain::new(jobs, opts.workers)).await?);
             }
             for workers in [1, 2, 4] {
-                scale.push(drain(&client, &bench_url, opts, opts.jobs, workers, None).await?);
+                scale.push(drain(&client, &bench_url, opts, &Drain::new(opts.jobs, workers)).await?);
             }
         }
+        let big_table = if opts.big_table {
+            progress_line(
+                opts,
+                &format!("big table: {BIG_TABLE_FINISHED} finished rows, then the queued ones…"),
+            );
+            // Finished two days ago, so that the drain's own rows decide
+            // max(finished_at); written by the server, not sent.
+            let fill = format!(
+                "INSERT INTO ops_jobs (job_type, status, attempt, run_at, created_at, started_at, finished_at)
+                 SELECT 'noop', 'succeeded', 1, t, t, t, t
+                 FROM (SELECT now() - interval '2 days' AS t) AS s,
+                      generate_series(1, {BIG_TABLE_FINISHED})"
+            );
+            let d = Drain {
+                setup: &fill,
+                ..Drain::new(BIG_TABLE_QUEUED, opts.workers)
+            };
+            let process = drain(&client, &bench_url, opts, &d).await?;
+            Some(BigTableResult {
+                finished_rows: BIG_TABLE_FINISHED,
+                process,
+            })
+        } else {
+            None
+        };
         let held_snapshot = if opts.held_snapshot {
             let holder = plain_connect(&DbUrl::parse(&bench_url, "DATABASE_URL")?).await?;
-            Some(
-                drain(
-                    &client,
-                    &bench_url,
-                    opts,
-                    opts.jobs,
-                    opts.workers,
-                    Some(&holder),
-                )
-                .await?,
-            )
+            let d = Drain {
+                hold_snapshot_on: Some(&holder),
+                ..Drain::new(opts.jobs, opts.workers)
+            };
+            Some(drain(&client, &bench_url, opts, &d).await?)
+        } else {
+            None
+        };
+        let delete_on_success = if opts.delete_on_success {
+            let d = Drain {
+                delete_on_success: true,
+                ..Drain::new(opts.jobs, opts.workers)
+            };
+            Some(drain(&client, &bench_url, opts, &d).await?)
         } else {
             None
         };
@@ -361,16 +421,11 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
         let mut fairness = Vec::new();
         if opts.limits {
             for (claim, setup) in LIMIT_SETUPS {
-                let process = drain_with(
-                    &client,
-                    &bench_url,
-                    opts,
-                    opts.jobs,
-                    opts.workers,
-                    None,
+                let d = Drain {
                     setup,
-                )
-                .await?;
+                    ..Drain::new(opts.jobs, opts.workers)
+                };
+                let process = drain(&client, &bench_url, opts, &d).await?;
                 limit_cost.push(LimitCostResult {
                     claim: claim.to_string(),
                     process,
@@ -391,7 +446,9 @@ pub async fn run(admin: Option<DbUrl>, opts: &BenchOptions) -> Result<Report> {
             process,
             latency,
             scale,
+            big_table,
             held_snapshot,
+            delete_on_success,
         })
     }
     .await;
@@ -533,11 +590,13 @@ impl Workers {
         n: usize,
         concurrency: usize,
         c: &Client,
+        env: &[(&str, &str)],
     ) -> Result<Self> {
         let mut children = Vec::new();
         for _ in 0..n {
             let child = tokio::process::Command::new(exe)
                 .arg("worker")
+                .envs(env.iter().copied())
                 .env("DATABASE_URL", url)
                 .env("OPSRUNNER_WORKER__CONCURRENCY", concurrency.to_string())
                 .env("OPSRUNNER_METRICS__LISTEN", "")
@@ -652,27 +711,38 @@ const LIMIT_SETUPS: [(&str, &str); 3] = [
     ),
 ];
 
-async fn drain(
-    c: &Client,
-    url: &str,
-    opts: &BenchOptions,
+/// One drain: `jobs` pre-queued noop jobs through `workers` processes.
+struct Drain<'a> {
     jobs: u64,
     workers: usize,
-    hold_snapshot_on: Option<&Client>,
-) -> Result<ProcessResult> {
-    drain_with(c, url, opts, jobs, workers, hold_snapshot_on, "").await
+    /// Holds a snapshot open on this session meanwhile.
+    hold_snapshot_on: Option<&'a Client>,
+    /// SQL run once the jobs are queued.
+    setup: &'a str,
+    /// The workers delete succeeded jobs (`retention.succeeded = "0s"`).
+    delete_on_success: bool,
 }
 
-/// [`drain`], with `setup` run once the jobs are queued.
-async fn drain_with(
-    c: &Client,
-    url: &str,
-    opts: &BenchOptions,
-    jobs: u64,
-    workers: usize,
-    hold_snapshot_on: Option<&Client>,
-    setup: &str,
-) -> Result<ProcessResult> {
+impl Drain<'_> {
+    fn new(jobs: u64, workers: usize) -> Self {
+        Self {
+            jobs,
+            workers,
+            hold_snapshot_on: None,
+            setup: "",
+            delete_on_success: false,
+        }
+    }
+}
+
+async fn drain(c: &Client, url: &str, opts: &BenchOptions, d: &Drain<'_>) -> Result<ProcessResult> {
+    let Drain {
+        jobs,
+        workers,
+        hold_snapshot_on,
+        setup,
+        delete_on_success,
+    } = *d;
     reset(c).await?;
     progress_line(opts, &format!("process: queueing {jobs} noop jobs…"));
     let mut left = jobs;
@@ -694,7 +764,12 @@ async fn drain_with(
         )
         .await?;
     }
-    let w = Workers::start(&opts.exe, url, workers, opts.concurrency, c).await?;
+    let env: &[(&str, &str)] = if delete_on_success {
+        &[("OPSRUNNER_RETENTION__SUCCEEDED", "0s")]
+    } else {
+        &[]
+    };
+    let w = Workers::start(&opts.exe, url, workers, opts.concurrency, c, env).await?;
     let pids = w.pids();
     let cpu0: f64 = pids.iter().map(|p| process_cpu(*p)).sum();
     let commits0 = commits(c).await?;
@@ -710,19 +785,23 @@ async fn drain_with(
         "process {jobs} jobs, {workers} workers x {}",
         opts.concurrency
     );
-    loop {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Deleted jobs leave no finished_at to time the drain by: then the
+    // drain ends when the bench first sees none left, polled every 20 ms
+    // (under 1 % of a 100,000-job drain).
+    let poll = Duration::from_millis(if delete_on_success { 20 } else { 1000 });
+    let drained_after = loop {
+        tokio::time::sleep(poll).await;
         let remaining = unfinished(c).await?;
         let done = jobs.saturating_sub(remaining as u64);
         progress(opts, &label, done, jobs, wall.elapsed());
         if remaining == 0 {
-            break;
+            break wall.elapsed().as_secs_f64();
         }
         if wall.elapsed() > Duration::from_secs(3600) {
             w.stop().await;
             return Err(Error::Invalid("jobs not processed within an hour".into()));
         }
-    }
+    };
     let cpu1: f64 = pids.iter().map(|p| process_cpu(*p)).sum();
     // pg_stat_database is flushed by backends about once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -731,10 +810,9 @@ async fn drain_with(
     let elapsed_wall = wall.elapsed().as_secs_f64();
     let row = c
         .query_one(
-            "SELECT extract(epoch FROM max(j.finished_at) - f.updated_at)::float8,
+            "SELECT extract(epoch FROM max(j.finished_at) - min(f.updated_at))::float8,
                     count(*) FILTER (WHERE j.status <> 'succeeded')
-             FROM ops_jobs j, ops_feature_flags f WHERE f.name = 'noop'
-             GROUP BY f.updated_at",
+             FROM ops_jobs j, ops_feature_flags f WHERE f.name = 'noop'",
             &[],
         )
         .await?;
@@ -742,7 +820,11 @@ async fn drain_with(
     if let Some(h) = hold_snapshot_on {
         h.batch_execute("COMMIT").await?;
     }
-    let secs: f64 = row.get(0);
+    let secs: f64 = if delete_on_success {
+        drained_after
+    } else {
+        row.try_get::<_, Option<f64>>(0)?.unwrap_or(drained_after)
+    };
     let not_ok: i64 = row.get(1);
     if not_ok > 0 {
         return Err(Error::Invalid(format!(
@@ -787,7 +869,7 @@ async fn long_jobs_run(
     )
     .await?;
     c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
-    let w = Workers::start(&opts.exe, url, 1, slots, c).await?;
+    let w = Workers::start(&opts.exe, url, 1, slots, c, &[]).await?;
     let pids = w.pids();
     let cpu0: f64 = pids.iter().map(|p| process_cpu(*p)).sum();
     c.batch_execute(
@@ -857,7 +939,7 @@ async fn fairness_run(
         .await?;
     }
     c.batch_execute("VACUUM ANALYZE ops_jobs").await?;
-    let w = Workers::start(&opts.exe, url, 1, opts.concurrency, c).await?;
+    let w = Workers::start(&opts.exe, url, 1, opts.concurrency, c, &[]).await?;
     c.batch_execute(
         "INSERT INTO ops_feature_flags (name, enabled, reason, updated_by)
          VALUES ('sleep', true, 'bench', 'opsrunner bench')",
@@ -938,7 +1020,7 @@ async fn latency(c: &Client, url: &str, opts: &BenchOptions) -> Result<LatencyRe
          VALUES ('noop', true, 'bench', 'opsrunner bench')",
     )
     .await?;
-    let w = Workers::start(&opts.exe, url, 1, opts.concurrency, c).await?;
+    let w = Workers::start(&opts.exe, url, 1, opts.concurrency, c, &[]).await?;
     // Let the worker settle into idle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stmt = c
@@ -1094,6 +1176,33 @@ pub fn render(r: &Report) -> String {
             p.machine_cpu_seconds,
             p.wall_cpu_capacity_seconds,
             p.commits_per_job
+        ));
+    }
+    if let Some(p) = &r.delete_on_success {
+        s.push_str(&format!(
+            "delete-on-success:            {:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \
+             worker CPU {:.1} s, machine CPU {:.1} s; retention.succeeded = \"0s\")\n",
+            p.jobs_per_second,
+            p.jobs,
+            p.workers,
+            p.concurrency,
+            p.seconds,
+            p.worker_cpu_seconds,
+            p.machine_cpu_seconds
+        ));
+    }
+    if let Some(bt) = &r.big_table {
+        let p = &bt.process;
+        s.push_str(&format!(
+            "beside {} finished rows:  {:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \
+             machine CPU {:.1} s)\n",
+            bt.finished_rows,
+            p.jobs_per_second,
+            p.jobs,
+            p.workers,
+            p.concurrency,
+            p.seconds,
+            p.machine_cpu_seconds
         ));
     }
     let l = &r.latency;

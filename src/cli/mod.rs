@@ -167,6 +167,14 @@ pub struct BenchArgs {
     /// Also run 10k/100k/1M jobs and 1/2/4 workers (minutes).
     #[arg(long)]
     pub scale: bool,
+    /// Also drain 1M queued jobs from a table that holds 9M finished ones
+    /// (10M rows; several minutes and about 3 GB of disk)
+    #[arg(long)]
+    pub big_table: bool,
+    /// Also drain the jobs again with delete-on-success (retention.succeeded =
+    /// "0s": succeeded jobs deleted, not kept), reported separately
+    #[arg(long)]
+    pub delete_on_success: bool,
     /// Also drain the jobs again while another session holds a snapshot
     /// open, to measure what an idle transaction costs the claim.
     #[arg(long)]

@@ -28,6 +28,7 @@ use crate::error::Result;
 pub const ALL: &[(&str, &str)] = &[
     ("worker/claim.sql", CLAIM),
     ("worker/complete.sql", COMPLETE),
+    ("worker/delete_succeeded.sql", DELETE_SUCCEEDED),
     ("worker/heartbeat.sql", HEARTBEAT),
     ("worker/rescue.sql", RESCUE),
     ("worker/cancel_queued.sql", CANCEL_QUEUED),
@@ -107,6 +108,7 @@ pub const ALL: &[(&str, &str)] = &[
 
 const CLAIM: &str = include_str!("../../sql/queries/worker/claim.sql");
 const COMPLETE: &str = include_str!("../../sql/queries/worker/complete.sql");
+const DELETE_SUCCEEDED: &str = include_str!("../../sql/queries/worker/delete_succeeded.sql");
 const HEARTBEAT: &str = include_str!("../../sql/queries/worker/heartbeat.sql");
 const RESCUE: &str = include_str!("../../sql/queries/worker/rescue.sql");
 const CANCEL_QUEUED: &str = include_str!("../../sql/queries/worker/cancel_queued.sql");
@@ -240,6 +242,19 @@ pub(crate) async fn complete(
             ],
         )
         .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// `worker/delete_succeeded.sql`: deletes succeeded jobs still leased by
+/// `owner` at that attempt (delete-on-success); the ids deleted.
+pub(crate) async fn delete_succeeded(
+    c: &impl CachingClient,
+    ids: &[Uuid],
+    attempts: &[i32],
+    owner: &str,
+) -> Result<Vec<Uuid>> {
+    let stmt = c.prepare_cached(DELETE_SUCCEEDED).await?;
+    let rows = c.query(&stmt, &[&ids, &attempts, &owner]).await?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 

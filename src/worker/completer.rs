@@ -97,21 +97,80 @@ async fn write_single(shared: &Shared, c: &mut Completion, give_up: &Cancellatio
     }
 }
 
-/// Writes one batch: builds the columns, runs `worker/complete.sql`, then
-/// counts what was written and what was fenced out.
+/// Writes one batch: builds the columns, runs `worker/complete.sql` (and,
+/// with delete-on-success, `worker/delete_succeeded.sql` for the
+/// successes), then counts what was written and what was fenced out.
+///
+/// A batch that needs both runs them in one transaction, so that a retry
+/// after a failure finds neither written (a row one of them had committed
+/// would be fenced out of the retry and counted stale).
 async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
-    let cols = columns(batch);
-    let written: HashSet<Uuid> = if cols.ids.is_empty() {
-        HashSet::new()
+    let mut cols = columns(batch);
+    let (gone_ids, gone_attempts) = if shared.retention.deletes_on_success() {
+        take_successes(&mut cols)
     } else {
-        let d = shared.call_timeout;
-        let c = db::bounded(d, db::checkout(&shared.pool)).await?;
-        let written = db::bounded(d, queries::complete(&*c, &cols, &shared.owner)).await?;
-        c.release();
-        written.into_iter().collect()
+        (Vec::new(), Vec::new())
+    };
+    let owner = shared.owner.as_str();
+    let d = shared.call_timeout;
+    let written: HashSet<Uuid> = match (gone_ids.is_empty(), cols.ids.is_empty()) {
+        (true, true) => HashSet::new(),
+        (true, false) => {
+            let c = db::bounded(d, db::checkout(&shared.pool)).await?;
+            let done = db::bounded(d, queries::complete(&*c, &cols, owner)).await?;
+            c.release();
+            done.into_iter().collect()
+        }
+        (false, true) => {
+            let c = db::bounded(d, db::checkout(&shared.pool)).await?;
+            let gone = db::bounded(
+                d,
+                queries::delete_succeeded(&*c, &gone_ids, &gone_attempts, owner),
+            )
+            .await?;
+            c.release();
+            gone.into_iter().collect()
+        }
+        (false, false) => {
+            let mut c = db::bounded(d, db::checkout(&shared.pool)).await?;
+            let both = db::bounded(d, async {
+                let tx = c.transaction().await?;
+                let mut both =
+                    queries::delete_succeeded(&tx, &gone_ids, &gone_attempts, owner).await?;
+                both.extend(queries::complete(&tx, &cols, owner).await?);
+                tx.commit().await?;
+                Ok(both)
+            })
+            .await?;
+            c.release();
+            both.into_iter().collect()
+        }
     };
     record_outcomes(shared, &written, batch);
     Ok(())
+}
+
+/// Moves the successes out of `cols`: their ids and attempts, for
+/// `worker/delete_succeeded.sql`.
+fn take_successes(cols: &mut queries::CompleteColumns) -> (Vec<Uuid>, Vec<i32>) {
+    let mut gone = (Vec::new(), Vec::new());
+    let mut kept = queries::CompleteColumns::default();
+    for i in 0..cols.ids.len() {
+        if cols.statuses[i] == "succeeded" {
+            gone.0.push(cols.ids[i]);
+            gone.1.push(cols.attempts[i]);
+        } else {
+            kept.ids.push(cols.ids[i]);
+            kept.attempts.push(cols.attempts[i]);
+            kept.statuses.push(cols.statuses[i]);
+            kept.results.push(cols.results[i].take());
+            kept.errors.push(cols.errors[i].take());
+            kept.delays.push(cols.delays[i]);
+            kept.refunds.push(cols.refunds[i]);
+        }
+    }
+    *cols = kept;
+    gone
 }
 
 /// The seven `unnest` arrays of a batch; abandoned outcomes write nothing.

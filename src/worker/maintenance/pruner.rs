@@ -85,7 +85,7 @@ pub async fn prune_batch(
     retention: &RetentionConfig,
 ) -> Result<PruneCounts> {
     let params = queries::PruneParams {
-        succeeded_secs: retention.jobs.as_secs_f64(),
+        succeeded_secs: retention.succeeded_after().as_secs_f64(),
         failed_secs: retention.failed.as_secs_f64(),
         cancelled_secs: retention.cancelled.as_secs_f64(),
         audit_secs: retention.audit.as_secs_f64(),
