@@ -811,3 +811,59 @@ fn the_dashboard_and_the_alert_rules_use_only_catalogued_metrics() {
         );
     }
 }
+
+/// `opsrunner_limit_held_jobs` counts the runnable jobs a rule holds back
+/// (10 queued minute-long jobs, at most 2 running: 8 held by max_running),
+/// and falls to 0 when the limit is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_back_gauge_counts_jobs_a_limit_keeps_queued_and_zeroes_when_it_is_cleared() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["sleep"]).await;
+    cli_ok(&db.url, &["limits", "set", "sleep", "--max-running", "2"]).await;
+    for _ in 0..10 {
+        insert_job(&c, "sleep", json!({"ms": 60_000})).await;
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _w = WorkerProcess::start(&db, &[("OPSRUNNER_METRICS__LISTEN", &listen)]).await;
+    let held = r#"job_type="sleep""#;
+    wait_for(
+        Duration::from_secs(20),
+        "8 jobs held by max_running",
+        || async {
+            let (_, body) = get(port, "/metrics").await;
+            let by_max = sample(
+                &body,
+                "opsrunner_limit_held_jobs",
+                &[held, r#"limit="max_running""#],
+            );
+            let by_rate = sample(
+                &body,
+                "opsrunner_limit_held_jobs",
+                &[held, r#"limit="rate""#],
+            );
+            (by_max == Some(8.0) && by_rate == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM ops_jobs WHERE status = 'running'").await,
+        2
+    );
+    cli_ok(&db.url, &["limits", "clear", "sleep"]).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the gauge to fall to 0",
+        || async {
+            let (_, body) = get(port, "/metrics").await;
+            (sample(
+                &body,
+                "opsrunner_limit_held_jobs",
+                &[held, r#"limit="max_running""#],
+            ) == Some(0.0))
+            .then_some(())
+        },
+    )
+    .await;
+}
