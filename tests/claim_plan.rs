@@ -240,16 +240,11 @@ async fn listings_by_status_or_type_read_an_index_and_still_show_running_jobs() 
         .iter()
         .map(|r| r.get("id"))
         .collect();
-    let newest: Vec<uuid::Uuid> = c
-        .query(
-            "SELECT id FROM ops_jobs WHERE job_type = 'noop' ORDER BY created_at DESC LIMIT 50",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let newest: Vec<uuid::Uuid> = column(
+        &c,
+        "SELECT id FROM ops_jobs WHERE job_type = 'noop' ORDER BY created_at DESC LIMIT 50",
+    )
+    .await;
     assert_eq!(listed, newest);
     let running = c
         .query(LIST_JOBS, &[&Some("running"), &none, &limit, &none])

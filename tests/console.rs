@@ -967,16 +967,11 @@ async fn admin_sessions_disable_enable_and_run_a_schedule_now() {
         .unwrap()
         .get(0);
     assert_eq!(jobs, 1);
-    let actions: Vec<String> = c
-        .query(
-            "SELECT action FROM ops_audit_log WHERE target = 'hourly' ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let actions: Vec<String> = column(
+        &c,
+        "SELECT action FROM ops_audit_log WHERE target = 'hourly' ORDER BY id",
+    )
+    .await;
     assert_eq!(
         actions,
         [

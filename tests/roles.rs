@@ -60,16 +60,11 @@ async fn opsrunner_prune_as_the_worker_role_deletes_old_rows_and_keeps_failures_
     );
     // Succeeded past 90 days and cancelled past 180 days go; a failed job
     // of 100 days stays (failures are kept 180 days); the old audit row goes.
-    let left: Vec<String> = owner
-        .query(
-            "SELECT status::text FROM ops_jobs ORDER BY status::text",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<String> = column(
+        &owner,
+        "SELECT status::text FROM ops_jobs ORDER BY status::text",
+    )
+    .await;
     assert_eq!(left, ["failed", "succeeded"]);
     assert_eq!(
         count(

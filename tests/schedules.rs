@@ -422,16 +422,11 @@ async fn the_cli_refuses_bad_schedules_with_the_reason_and_audits_every_change()
         "{list}"
     );
     cli_ok(&operator, &["schedules", "remove", "nightly"]).await;
-    let actions: Vec<String> = c
-        .query(
-            "SELECT action FROM ops_audit_log WHERE target = 'nightly' ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let actions: Vec<String> = column(
+        &c,
+        "SELECT action FROM ops_audit_log WHERE target = 'nightly' ORDER BY id",
+    )
+    .await;
     assert_eq!(
         actions,
         [

@@ -1127,7 +1127,23 @@ fn progress(opts: &BenchOptions, label: &str, done: u64, total: u64, elapsed: Du
     let _ = std::io::stderr().flush();
 }
 
-/// The human-readable report.
+/// One drain's line of the report, after `label`.
+fn drain_line(label: &str, p: &ProcessResult) -> String {
+    format!(
+        "{label:<30}{:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \
+         worker CPU {:.1} s, machine CPU {:.1} of {:.1} s, {:.3} commits/job)\n",
+        p.jobs_per_second,
+        p.jobs,
+        p.workers,
+        p.concurrency,
+        p.seconds,
+        p.worker_cpu_seconds,
+        p.machine_cpu_seconds,
+        p.wall_cpu_capacity_seconds,
+        p.commits_per_job
+    )
+}
+
 /// The report as the table the CLI prints.
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
@@ -1164,46 +1180,14 @@ pub fn render(r: &Report) -> String {
         ));
     }
     for p in std::iter::once(&r.process).chain(r.scale.iter()) {
-        s.push_str(&format!(
-            "processed noop jobs:          {:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \
-             worker CPU {:.1} s, machine CPU {:.1} of {:.1} s, {:.3} commits/job)\n",
-            p.jobs_per_second,
-            p.jobs,
-            p.workers,
-            p.concurrency,
-            p.seconds,
-            p.worker_cpu_seconds,
-            p.machine_cpu_seconds,
-            p.wall_cpu_capacity_seconds,
-            p.commits_per_job
-        ));
+        s.push_str(&drain_line("processed noop jobs:", p));
     }
     if let Some(p) = &r.delete_on_success {
-        s.push_str(&format!(
-            "delete-on-success:            {:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \
-             worker CPU {:.1} s, machine CPU {:.1} s; retention.succeeded = \"0s\")\n",
-            p.jobs_per_second,
-            p.jobs,
-            p.workers,
-            p.concurrency,
-            p.seconds,
-            p.worker_cpu_seconds,
-            p.machine_cpu_seconds
-        ));
+        s.push_str(&drain_line("delete-on-success:", p));
     }
     if let Some(bt) = &r.big_table {
-        let p = &bt.process;
-        s.push_str(&format!(
-            "beside {} finished rows:  {:>9.0} jobs/s  ({} jobs, {} workers x {} slots, {:.2} s; \
-             machine CPU {:.1} s)\n",
-            bt.finished_rows,
-            p.jobs_per_second,
-            p.jobs,
-            p.workers,
-            p.concurrency,
-            p.seconds,
-            p.machine_cpu_seconds
-        ));
+        let label = format!("beside {} finished rows:", bt.finished_rows);
+        s.push_str(&drain_line(&label, &bt.process));
     }
     let l = &r.latency;
     s.push_str(&format!(

@@ -163,6 +163,20 @@ pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .get(0)
 }
 
+/// The first column of every row `sql` returns, in order.
+pub async fn column<T>(client: &tokio_postgres::Client, sql: &str) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client
+        .query(sql, &[])
+        .await
+        .expect("column query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// A job's status.
 pub async fn status(client: &tokio_postgres::Client, id: Uuid) -> String {
     client
