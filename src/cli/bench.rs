@@ -134,7 +134,10 @@ pub struct ProcessResult {
     pub workers: usize,
     /// Slots per worker.
     pub concurrency: usize,
-    /// From the flag turned on to the last `finished_at` (server clock).
+    /// From the flag turned on to the last `finished_at` (server clock);
+    /// with delete-on-success, which leaves no `finished_at`, from just
+    /// before the flag to the first probe that found nothing left (the
+    /// bench's clock, 20 ms steps).
     pub seconds: f64,
     /// Jobs per second.
     pub jobs_per_second: f64,

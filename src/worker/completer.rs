@@ -113,39 +113,27 @@ async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
     };
     let owner = shared.owner.as_str();
     let d = shared.call_timeout;
-    let written: HashSet<Uuid> = match (gone_ids.is_empty(), cols.ids.is_empty()) {
-        (true, true) => HashSet::new(),
-        (true, false) => {
-            let c = db::bounded(d, db::checkout(&shared.pool)).await?;
-            let done = db::bounded(d, queries::complete(&*c, &cols, owner)).await?;
-            c.release();
-            done.into_iter().collect()
+    if gone_ids.is_empty() && cols.ids.is_empty() {
+        record_outcomes(shared, &HashSet::new(), batch);
+        return Ok(());
+    }
+    let mut c = db::bounded(d, db::checkout(&shared.pool)).await?;
+    let written: Vec<Uuid> = db::bounded(d, async {
+        if gone_ids.is_empty() {
+            return queries::complete(&*c, &cols, owner).await;
         }
-        (false, true) => {
-            let c = db::bounded(d, db::checkout(&shared.pool)).await?;
-            let gone = db::bounded(
-                d,
-                queries::delete_succeeded(&*c, &gone_ids, &gone_attempts, owner),
-            )
-            .await?;
-            c.release();
-            gone.into_iter().collect()
+        if cols.ids.is_empty() {
+            return queries::delete_succeeded(&*c, &gone_ids, &gone_attempts, owner).await;
         }
-        (false, false) => {
-            let mut c = db::bounded(d, db::checkout(&shared.pool)).await?;
-            let both = db::bounded(d, async {
-                let tx = c.transaction().await?;
-                let mut both =
-                    queries::delete_succeeded(&tx, &gone_ids, &gone_attempts, owner).await?;
-                both.extend(queries::complete(&tx, &cols, owner).await?);
-                tx.commit().await?;
-                Ok(both)
-            })
-            .await?;
-            c.release();
-            both.into_iter().collect()
-        }
-    };
+        let tx = c.transaction().await?;
+        let mut both = queries::delete_succeeded(&tx, &gone_ids, &gone_attempts, owner).await?;
+        both.extend(queries::complete(&tx, &cols, owner).await?);
+        tx.commit().await?;
+        Ok(both)
+    })
+    .await?;
+    c.release();
+    let written: HashSet<Uuid> = written.into_iter().collect();
     record_outcomes(shared, &written, batch);
     Ok(())
 }
