@@ -56,7 +56,7 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// `retention.jobs = "0s"`: succeeded jobs are deleted by the statement
+    /// `retention.succeeded` (or `jobs`) `= "0s"`: succeeded jobs are deleted by the statement
     /// that ends them, Graphile Worker's model, for deployments that want
     /// the throughput and do not read results or succeeded rows back
     /// (measured in docs/benchmarks.md). Failed and cancelled jobs are kept

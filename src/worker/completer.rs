@@ -105,12 +105,14 @@ async fn write_single(shared: &Shared, c: &mut Completion, give_up: &Cancellatio
 /// after a failure finds neither written (a row one of them had committed
 /// would be fenced out of the retry and counted stale).
 async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
-    let mut cols = columns(batch);
-    let (gone_ids, gone_attempts) = if shared.retention.deletes_on_success() {
-        take_successes(&mut cols)
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let deleting = shared.retention.deletes_on_success();
+    let deleted = |c: &Completion| deleting && matches!(c.outcome, Outcome::Succeeded(_));
+    let cols = columns(batch.iter().filter(|c| !deleted(c)));
+    let (gone_ids, gone_attempts): (Vec<Uuid>, Vec<i32>) = batch
+        .iter()
+        .filter(|c| deleted(c))
+        .map(|c| (c.id, c.attempt))
+        .unzip();
     let owner = shared.owner.as_str();
     let d = shared.call_timeout;
     if gone_ids.is_empty() && cols.ids.is_empty() {
@@ -138,31 +140,8 @@ async fn write(shared: &Shared, batch: &[Completion]) -> Result<()> {
     Ok(())
 }
 
-/// Moves the successes out of `cols`: their ids and attempts, for
-/// `worker/delete_succeeded.sql`.
-fn take_successes(cols: &mut queries::CompleteColumns) -> (Vec<Uuid>, Vec<i32>) {
-    let mut gone = (Vec::new(), Vec::new());
-    let mut kept = queries::CompleteColumns::default();
-    for i in 0..cols.ids.len() {
-        if cols.statuses[i] == "succeeded" {
-            gone.0.push(cols.ids[i]);
-            gone.1.push(cols.attempts[i]);
-        } else {
-            kept.ids.push(cols.ids[i]);
-            kept.attempts.push(cols.attempts[i]);
-            kept.statuses.push(cols.statuses[i]);
-            kept.results.push(cols.results[i].take());
-            kept.errors.push(cols.errors[i].take());
-            kept.delays.push(cols.delays[i]);
-            kept.refunds.push(cols.refunds[i]);
-        }
-    }
-    *cols = kept;
-    gone
-}
-
 /// The seven `unnest` arrays of a batch; abandoned outcomes write nothing.
-fn columns(batch: &[Completion]) -> queries::CompleteColumns {
+fn columns<'a>(batch: impl Iterator<Item = &'a Completion>) -> queries::CompleteColumns {
     let mut cols = queries::CompleteColumns::default();
     for c in batch {
         let Some(status) = c.outcome.status() else {

@@ -1,4 +1,4 @@
--- Delete-on-success (`retention.jobs = "0s"`): the succeeded jobs of one
+-- Delete-on-success (`retention.succeeded = "0s"`): the succeeded jobs of one
 -- completion batch are deleted instead of marked succeeded, Graphile
 -- Worker's model: no finished row version, no index entries for it, nothing
 -- for retention to prune later, and no result kept. Fenced like
