@@ -59,13 +59,27 @@ async fn a_max_running_limit_holds_across_three_daemons_and_changes_at_runtime()
         "{listed}"
     );
 
-    // Raised at runtime: every daemon uses the new limit within a second or so.
+    // Raised at runtime: every daemon has reloaded the new limit within a
+    // second (its log says so), and the fleet uses it.
     cli_ok(
         &operator,
         &["limits", "set", "sleep", "--max-running", "12"],
     )
     .await;
     let changed = tokio::time::Instant::now();
+    for (i, w) in workers.iter().enumerate() {
+        let left = Duration::from_secs(1).saturating_sub(changed.elapsed());
+        assert!(
+            tokio::time::timeout(
+                left,
+                w.wait_log("max_running: Some(12)", Duration::from_secs(2))
+            )
+            .await
+            .is_ok(),
+            "daemon {i} did not reload the raised limit within a second; log:\n{}",
+            w.log_text()
+        );
+    }
     let raised = Arc::new(AtomicI64::new(0));
     let seen = sample(raised.clone(), db.url.clone(), Duration::from_secs(3)).await;
     assert!(
@@ -78,7 +92,6 @@ async fn a_max_running_limit_holds_across_three_daemons_and_changes_at_runtime()
         .expect("the new limit is used");
     assert!(first as u64 * 50 < 1500, "took {} ms: {seen:?}", first * 50);
     assert_eq!(raised.load(Ordering::Relaxed), 12, "{seen:?}");
-    let _ = changed;
 
     // Cleared: no limit, every slot may be used.
     cli_ok(&operator, &["limits", "clear", "sleep"]).await;
