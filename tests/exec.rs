@@ -350,6 +350,52 @@ secret_env = "PEEK_HOOK_SECRET"
     drop(w);
 }
 
+/// A worker killed outside systemd (SIGKILL: no drain, no cleanup) takes
+/// its command with it, so that the job's re-run after the lease expires
+/// is not a second copy running beside the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_command_dies_with_a_worker_killed_by_sigkill() {
+    let db = migrated_db().await;
+    let c = db.client().await;
+    enable(&c, &["long"]).await;
+    let dir = temp_dir("exec-pdeathsig");
+    let pid_file = dir.join("pid");
+    let cfg = dir.join("opsrunner.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[[exec]]
+job_type = "long"
+command = ["/bin/sh", "-c", "echo $$ > {}; exec sleep 60"]
+"#,
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let w = WorkerProcess::start(&db, &[("OPSRUNNER_CONFIG", cfg.to_str().unwrap())]).await;
+    let id = insert_job(&c, "long", json!({})).await;
+    wait_status(&c, id, "running", Duration::from_secs(15)).await;
+    let pid: i32 = wait_for(Duration::from_secs(10), "the command's pid", || async {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await;
+    assert!(
+        !process_is_dead(pid),
+        "the command runs while its worker does"
+    );
+    w.signal(libc::SIGKILL);
+    wait_for(
+        Duration::from_secs(5),
+        "the command to die with its worker",
+        || async { process_is_dead(pid).then_some(()) },
+    )
+    .await;
+    drop(w);
+}
+
 /// Runs as root (as CI does): a command with `user = "nobody"` runs as
 /// nobody, in nobody's group only, with nobody's HOME and no capability.
 /// Not root and without CAP_SETUID: start-up refuses the entry and names

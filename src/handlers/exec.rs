@@ -306,12 +306,24 @@ async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value,
             .env("USER", &r.name)
             .env("LOGNAME", &r.name);
     }
+    let worker_pid = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the child between fork and exec and makes
-    // one async-signal-safe system call. It clears the ambient capabilities,
-    // so that a worker given CAP_SETUID/CAP_SETGID for `user =` (ambient, in
-    // its unit) never hands them to a command it runs.
+    // only async-signal-safe system calls (prctl, getppid). It clears the
+    // ambient capabilities, so that a worker given CAP_SETUID/CAP_SETGID for
+    // `user =` (ambient, in its unit) never hands them to a command it runs.
+    //
+    // It also asks for SIGKILL when the worker dies: a worker killed outside
+    // systemd (whose unit kills the whole cgroup) must not leave its command
+    // running while the lease expires and another worker runs the job again.
+    // std has switched uid and gid before this runs, which matters: a
+    // credential change clears the parent-death signal. The signal follows
+    // the thread that forked, not the process; jobs are spawned from the
+    // runtime's worker threads, which live as long as the worker (nothing in
+    // opsrunner calls block_in_place, which could retire one). Only the
+    // command itself is covered: a process it starts has no such signal and
+    // is orphaned if the worker dies (systemd's KillMode=mixed covers those).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(
                 libc::PR_CAP_AMBIENT,
                 libc::PR_CAP_AMBIENT_CLEAR_ALL,
@@ -319,6 +331,13 @@ async fn run(cfg: ExecConfig, grace: Duration, job: JobContext) -> Result<Value,
                 0,
                 0,
             );
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The worker died between fork and prctl: nothing would kill us.
+            if libc::getppid() != worker_pid {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }
