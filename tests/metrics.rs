@@ -105,11 +105,14 @@ async fn metrics_count_outcomes_with_bounded_labels_and_health_endpoints_answer(
     );
     assert!(sample(&body, "opsrunner_notification_queue_usage_ratio", &[]).is_some());
     assert_eq!(sample(&body, "opsrunner_jobs_running", &[]), Some(0.0));
-    assert_eq!(
-        sample(&body, "opsrunner_queue_depth", &["queue=\"default\""]),
-        Some(0.0),
-        "an empty queue reads 0"
-    );
+    for t in ["noop", "sleep"] {
+        let labels = ["queue=\"default\"", &format!("job_type=\"{t}\"")];
+        assert_eq!(
+            sample(&body, "opsrunner_queue_depth", &labels),
+            Some(0.0),
+            "an empty queue reads 0 for every handled type"
+        );
+    }
     // No job id (or any UUID) in any label.
     for id in ids.iter().chain([&bad]) {
         assert!(!body.contains(&id.to_string()));
@@ -549,6 +552,8 @@ fn docs_metrics_md_lists_exactly_the_catalogue() {
     );
 }
 
+const NOOP_DEPTH: [&str; 2] = ["queue=\"default\"", "job_type=\"noop\""];
+
 /// Two daemons: one holds the `maintenance` lease and exports the queue
 /// gauges, the other exports none (so a sum over both is the queue's
 /// depth); when the leader stops, the other takes over within a few ticks.
@@ -556,9 +561,13 @@ fn docs_metrics_md_lists_exactly_the_catalogue() {
 async fn only_the_lease_holder_exports_the_queue_gauges_and_a_successor_takes_over() {
     let db = migrated_db().await;
     let c = db.client().await;
-    // The flag is off: the jobs stay queued and the depth stays 7.
+    // The flags are off: the jobs stay queued and the depth stays 7 noop
+    // and 2 sleep jobs, and 3 of types no daemon handles (two names).
     for _ in 0..7 {
         insert_job(&c, "noop", json!({})).await;
+    }
+    for t in ["sleep", "sleep", "ghost-a", "ghost-b", "ghost-b"] {
+        insert_job(&c, t, json!({})).await;
     }
     let ports = [free_port(), free_port()];
     let mut workers = Vec::new();
@@ -586,7 +595,7 @@ async fn only_the_lease_holder_exports_the_queue_gauges_and_a_successor_takes_ov
                 .collect();
             let depth: f64 = bodies
                 .iter()
-                .filter_map(|b| sample(b, "opsrunner_queue_depth", &["queue=\"default\""]))
+                .filter_map(|b| sample(b, "opsrunner_queue_depth", &NOOP_DEPTH))
                 .sum();
             (leads.iter().filter(|l| **l == 1.0).count() == 1
                 && leads.contains(&0.0)
@@ -603,12 +612,26 @@ async fn only_the_lease_holder_exports_the_queue_gauges_and_a_successor_takes_ov
         Some(1.0)
     );
     assert_eq!(
-        sample(
-            &bodies[1 - leader],
-            "opsrunner_queue_depth",
-            &["queue=\"default\""]
-        ),
+        sample(&bodies[1 - leader], "opsrunner_queue_depth", &NOOP_DEPTH),
         None
+    );
+    // Per type; unhandled types add up as "other", never as their names.
+    let depth = |t: &str| {
+        let t = format!("job_type=\"{t}\"");
+        sample(
+            &bodies[leader],
+            "opsrunner_queue_depth",
+            &["queue=\"default\"", &t],
+        )
+    };
+    assert_eq!(
+        (depth("noop"), depth("sleep"), depth("other")),
+        (Some(7.0), Some(2.0), Some(3.0))
+    );
+    assert!(
+        !bodies[leader]
+            .lines()
+            .any(|l| l.starts_with("opsrunner_queue_") && l.contains("ghost-"))
     );
     let holder: String = c
         .query_one(
@@ -631,7 +654,7 @@ async fn only_the_lease_holder_exports_the_queue_gauges_and_a_successor_takes_ov
         || async {
             let b = get(other, "/metrics").await.1;
             (sample(&b, "opsrunner_maintenance_leader", &[]) == Some(1.0)
-                && sample(&b, "opsrunner_queue_depth", &["queue=\"default\""]) == Some(7.0))
+                && sample(&b, "opsrunner_queue_depth", &NOOP_DEPTH) == Some(7.0))
             .then_some(())
         },
     )

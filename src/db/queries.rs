@@ -364,11 +364,13 @@ pub(crate) async fn enabled_flags(c: &impl CachingClient) -> Result<Vec<String>>
 /// A row of `worker/queue_stats.sql`.
 pub(crate) struct QueueStat {
     pub queue: String,
+    pub job_type: String,
     pub depth: i64,
     pub oldest_age_secs: f64,
 }
 
-/// `worker/queue_stats.sql`: runnable depth and oldest age per queue.
+/// `worker/queue_stats.sql`: runnable depth and oldest age per queue and
+/// job type.
 pub(crate) async fn queue_stats(c: &impl CachingClient) -> Result<Vec<QueueStat>> {
     let stmt = c.prepare_cached(QUEUE_STATS).await?;
     let rows = c.query(&stmt, &[]).await?;
@@ -376,8 +378,9 @@ pub(crate) async fn queue_stats(c: &impl CachingClient) -> Result<Vec<QueueStat>
         .map(|r| {
             Ok(QueueStat {
                 queue: r.try_get(0)?,
-                depth: r.try_get(1)?,
-                oldest_age_secs: r.try_get(2)?,
+                job_type: r.try_get(1)?,
+                depth: r.try_get(2)?,
+                oldest_age_secs: r.try_get(3)?,
             })
         })
         .collect()

@@ -206,15 +206,15 @@ pub const CATALOG: &[Metric] = &[
     gauge(
         "opsrunner_queue_depth",
         Unit::Count,
-        "Runnable queued jobs per queue (exported by the maintenance leader only; 0 on a daemon that lost it).",
-        &["queue"],
+        "Runnable queued jobs per queue and job type (exported by the maintenance leader only; 0 on a daemon that lost it).",
+        &["queue", "job_type"],
         Worker,
     ),
     gauge(
         "opsrunner_queue_oldest_age_seconds",
         Unit::Seconds,
-        "Age of the oldest runnable job per queue (maintenance leader only).",
-        &["queue"],
+        "Age of the oldest runnable job per queue and job type (maintenance leader only).",
+        &["queue", "job_type"],
         Worker,
     ),
     gauge(

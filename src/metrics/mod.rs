@@ -210,6 +210,17 @@ pub fn queue_label(configured: &[String], queue: &str) -> String {
     }
 }
 
+/// The `job_type` label for a type found in the table: the type itself when
+/// this daemon has a handler for it, otherwise `other` (types are chosen by
+/// whoever inserts a job, like queue names).
+pub fn job_type_label(registered: &[String], job_type: &str) -> String {
+    if registered.iter().any(|t| t == job_type) {
+        job_type.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
 /// The `method` label for an HTTP request: one of the methods the API
 /// knows, otherwise `OTHER` (clients can send any token as a method).
 pub fn method_label(method: &axum::http::Method) -> &'static str {

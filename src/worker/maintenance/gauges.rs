@@ -1,5 +1,5 @@
-//! Queue gauges (depth and oldest age per queue) and the NOTIFY queue's
-//! usage, published by the elected maintenance leader only.
+//! Queue gauges (depth and oldest age per queue and job type) and the
+//! NOTIFY queue's usage, published by the elected maintenance leader only.
 
 use super::super::limits;
 use super::super::state::Shared;
@@ -36,16 +36,31 @@ pub(super) async fn publish_queue_gauges_when_due(
     result
 }
 
-/// Queues seen by a previous gauge update, so that an emptied queue reads 0.
-static SEEN_QUEUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// A queue gauge's labels: (queue, job_type).
+type QueueLabels = (String, String);
+
+/// Label pairs seen by a previous gauge update, so that an emptied queue
+/// reads 0.
+static SEEN_QUEUES: std::sync::Mutex<Vec<QueueLabels>> = std::sync::Mutex::new(Vec::new());
+
+fn set_queue_gauges((queue, job_type): &QueueLabels, depth: f64, oldest: f64) {
+    let labels = [("queue", queue.clone()), ("job_type", job_type.clone())];
+    metrics::gauge!("opsrunner_queue_depth", &labels).set(depth);
+    metrics::gauge!("opsrunner_queue_oldest_age_seconds", &labels).set(oldest);
+}
 
 async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Shared) -> Result<()> {
     let rows = queries::queue_stats(client).await?;
-    // Unconfigured queues (names chosen by whoever inserts) add up as "other".
+    // Unconfigured queues and unhandled types (names chosen by whoever
+    // inserts) add up as "other".
     let configured = shared.cfg().queues.clone();
-    let mut by_label: Vec<(String, f64, f64)> = Vec::new();
+    let types = shared.live.registry().sorted_job_types();
+    let mut by_label: Vec<(QueueLabels, f64, f64)> = Vec::new();
     for r in rows {
-        let label = crate::metrics::queue_label(&configured, &r.queue);
+        let label = (
+            crate::metrics::queue_label(&configured, &r.queue),
+            crate::metrics::job_type_label(&types, &r.job_type),
+        );
         match by_label.iter_mut().find(|(l, _, _)| *l == label) {
             Some(e) => {
                 e.1 += r.depth as f64;
@@ -56,20 +71,22 @@ async fn publish_queue_gauges(client: &deadpool_postgres::Client, shared: &Share
     }
     let mut now_seen = Vec::new();
     for (label, depth, oldest) in by_label {
-        metrics::gauge!("opsrunner_queue_depth", "queue" => label.clone()).set(depth);
-        metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => label.clone()).set(oldest);
+        set_queue_gauges(&label, depth, oldest);
         now_seen.push(label);
     }
     if let Ok(mut seen) = SEEN_QUEUES.lock() {
-        // Known queues read 0 when empty rather than vanish: alerts need a series.
-        for q in std::iter::once("default".to_string()).chain(shared.cfg().queues.iter().cloned()) {
-            if !seen.contains(&q) {
-                seen.push(q);
+        // Known queues read 0 for every handled type when empty rather than
+        // vanish: alerts need a series.
+        for q in std::iter::once("default".to_string()).chain(configured) {
+            for t in &types {
+                let known = (q.clone(), t.clone());
+                if !seen.contains(&known) {
+                    seen.push(known);
+                }
             }
         }
-        for gone in seen.iter().filter(|q| !now_seen.contains(q)) {
-            metrics::gauge!("opsrunner_queue_depth", "queue" => gone.clone()).set(0.0);
-            metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => gone.clone()).set(0.0);
+        for gone in seen.iter().filter(|l| !now_seen.contains(l)) {
+            set_queue_gauges(gone, 0.0, 0.0);
         }
         *seen = now_seen;
     }
@@ -149,9 +166,8 @@ pub(super) async fn publish_schedule_gauges(client: &deadpool_postgres::Client) 
 /// leading, so that a `sum()` over daemons counts the new leader's alone.
 pub(super) fn zero_leader_gauges() {
     if let Ok(seen) = SEEN_QUEUES.lock() {
-        for q in seen.iter() {
-            metrics::gauge!("opsrunner_queue_depth", "queue" => q.clone()).set(0.0);
-            metrics::gauge!("opsrunner_queue_oldest_age_seconds", "queue" => q.clone()).set(0.0);
+        for l in seen.iter() {
+            set_queue_gauges(l, 0.0, 0.0);
         }
     }
     metrics::gauge!("opsrunner_notification_queue_usage_ratio").set(0.0);
