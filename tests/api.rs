@@ -624,30 +624,12 @@ async fn app_env_decides_whether_ops_api_key_is_required() {
     assert_eq!(r.status, 200);
 }
 
-/// Creates a LOGIN role in opsrunner_api (roles.sql applied) and returns the
-/// shim's URL for it.
-async fn api_role_url(db: &TestDb) -> String {
-    let c = db.client().await;
-    c.batch_execute(include_str!("../sql/roles/roles.sql"))
-        .await
-        .expect("roles.sql");
-    // One login role per server (roles are cluster-wide), made once.
-    let role = "opsrunner_test_api";
-    c.batch_execute(&format!(
-        "DO $$ BEGIN CREATE ROLE {role} LOGIN IN ROLE opsrunner_api;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-    ))
-    .await
-    .expect("create api login role");
-    let mut url = url::Url::parse(&db.url).unwrap();
-    url.set_username(role).unwrap();
-    url.to_string()
-}
-
 #[tokio::test]
 async fn tenant_a_key_gets_404_for_tenant_b_jobs_and_rls_hides_them_in_the_database() {
-    let db = migrated_db().await;
-    let api_url = api_role_url(&db).await;
+    // The shim logs in as a password-authenticated member of its production
+    // role: the tenant boundary proven here is the database's.
+    let db = roles_db().await;
+    let api_url = db.login("opsrunner_api").await;
     let api = ApiProcess::start(&api_url, &[WITH_MASTER], &[]).await;
     let a = create_key(&db.url, "a", "tenant-a", "jobs:read,jobs:write,jobs:cancel").await;
     let b = create_key(&db.url, "b", "tenant-b", "jobs:read,jobs:write,jobs:cancel").await;
