@@ -5,6 +5,7 @@
 
 use tokio_postgres::Client;
 
+use super::queries;
 use crate::error::{Error, Result};
 
 /// One embedded migration.
@@ -123,29 +124,17 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>> {
 /// Applies the missing migrations up to and including `target`: what
 /// upgrade tests use to build a database as an older release left it.
 pub async fn migrate_to(client: &mut Client, target: i32) -> Result<Vec<i32>> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    queries::migrate_lock(client, MIGRATION_LOCK).await?;
     let result = apply_missing(client, target).await;
     // Released even when a migration failed, so a retry does not wait forever.
-    let unlock = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await;
+    let unlock = queries::migrate_unlock(client, MIGRATION_LOCK).await;
     let applied = result?;
     unlock?;
     Ok(applied)
 }
 
 async fn apply_missing(client: &mut Client, target: i32) -> Result<Vec<i32>> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS ops_schema_migrations (
-                 version    integer PRIMARY KEY,
-                 name       text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .await?;
+    queries::migrate_ensure_table(client).await?;
     let current = current_version_raw(client).await?.unwrap_or(0);
     let mut applied = Vec::new();
     for m in MIGRATIONS
@@ -154,11 +143,7 @@ async fn apply_missing(client: &mut Client, target: i32) -> Result<Vec<i32>> {
     {
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql).await?;
-        tx.execute(
-            "INSERT INTO ops_schema_migrations (version, name) VALUES ($1, $2)",
-            &[&m.version, &m.name],
-        )
-        .await?;
+        queries::migrate_record(&tx, m.version, m.name).await?;
         tx.commit().await?;
         tracing::info!(version = m.version, name = m.name, "applied migration");
         applied.push(m.version);
@@ -168,22 +153,7 @@ async fn apply_missing(client: &mut Client, target: i32) -> Result<Vec<i32>> {
 
 /// `None` when the migrations table does not exist.
 async fn current_version_raw(client: &Client) -> Result<Option<i32>> {
-    let row = client
-        .query_one(
-            "SELECT to_regclass('ops_schema_migrations') IS NOT NULL",
-            &[],
-        )
-        .await?;
-    if !row.get::<_, bool>(0) {
-        return Ok(None);
-    }
-    let row = client
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM ops_schema_migrations",
-            &[],
-        )
-        .await?;
-    Ok(Some(row.get(0)))
+    queries::migrate_current_version(client).await
 }
 
 /// Refuses to run against a database that is not at this binary's version.

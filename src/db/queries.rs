@@ -104,9 +104,21 @@ pub const ALL: &[(&str, &str)] = &[
     ("schedules/record_slot.sql", SCHEDULE_RECORD_SLOT),
     ("shared/overview_daemons.sql", OVERVIEW_DAEMONS),
     ("shared/job_events.sql", JOB_EVENTS),
+    ("migrate/lock.sql", MIGRATE_LOCK),
+    ("migrate/unlock.sql", MIGRATE_UNLOCK),
+    ("migrate/ensure_table.sql", MIGRATE_ENSURE_TABLE),
+    ("migrate/record.sql", MIGRATE_RECORD),
+    ("migrate/table_exists.sql", MIGRATE_TABLE_EXISTS),
+    ("migrate/current_version.sql", MIGRATE_CURRENT_VERSION),
 ];
 
 const CLAIM: &str = include_str!("../../sql/queries/worker/claim.sql");
+const MIGRATE_LOCK: &str = include_str!("../../sql/queries/migrate/lock.sql");
+const MIGRATE_UNLOCK: &str = include_str!("../../sql/queries/migrate/unlock.sql");
+const MIGRATE_ENSURE_TABLE: &str = include_str!("../../sql/queries/migrate/ensure_table.sql");
+const MIGRATE_RECORD: &str = include_str!("../../sql/queries/migrate/record.sql");
+const MIGRATE_TABLE_EXISTS: &str = include_str!("../../sql/queries/migrate/table_exists.sql");
+const MIGRATE_CURRENT_VERSION: &str = include_str!("../../sql/queries/migrate/current_version.sql");
 const COMPLETE: &str = include_str!("../../sql/queries/worker/complete.sql");
 const DELETE_SUCCEEDED: &str = include_str!("../../sql/queries/worker/delete_succeeded.sql");
 const HEARTBEAT: &str = include_str!("../../sql/queries/worker/heartbeat.sql");
@@ -1742,4 +1754,42 @@ pub async fn limit_list(c: &impl GenericClient) -> Result<Vec<LimitRow>> {
             })
         })
         .collect()
+}
+
+/// `migrate/lock.sql`: waits for the migration advisory lock `key`.
+pub(crate) async fn migrate_lock(c: &impl GenericClient, key: i64) -> Result<()> {
+    c.execute(MIGRATE_LOCK, &[&key]).await?;
+    Ok(())
+}
+
+/// `migrate/unlock.sql`: releases the migration advisory lock `key`.
+pub(crate) async fn migrate_unlock(c: &impl GenericClient, key: i64) -> Result<()> {
+    c.execute(MIGRATE_UNLOCK, &[&key]).await?;
+    Ok(())
+}
+
+/// `migrate/ensure_table.sql`: makes the migrations table if it is missing.
+pub(crate) async fn migrate_ensure_table(c: &impl GenericClient) -> Result<()> {
+    c.batch_execute(MIGRATE_ENSURE_TABLE).await?;
+    Ok(())
+}
+
+/// `migrate/record.sql`: records migration `version` as applied.
+pub(crate) async fn migrate_record(c: &impl GenericClient, version: i32, name: &str) -> Result<()> {
+    c.execute(MIGRATE_RECORD, &[&version, &name]).await?;
+    Ok(())
+}
+
+/// `migrate/table_exists.sql` then `migrate/current_version.sql`: the
+/// schema version, `None` when the database was never migrated.
+pub(crate) async fn migrate_current_version(c: &impl GenericClient) -> Result<Option<i32>> {
+    let exists: bool = c.query_one(MIGRATE_TABLE_EXISTS, &[]).await?.try_get(0)?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(Some(
+        c.query_one(MIGRATE_CURRENT_VERSION, &[])
+            .await?
+            .try_get(0)?,
+    ))
 }
