@@ -490,8 +490,7 @@ pub async fn apply_config(
     by: &str,
 ) -> Result<ConfigApplied> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEDULER_LOCK])
-        .await?;
+    queries::schedule_lock(&tx, SCHEDULER_LOCK).await?;
     let existing = queries::schedule_list(&tx, None).await?;
     let mut done = ConfigApplied::default();
     for spec in specs {

@@ -306,7 +306,7 @@ pub async fn serve_on(
                 // Pinged only while the database answers.
                 let ok = tokio::time::timeout(every, async {
                     let c = crate::db::checkout(&pool).await.ok()?;
-                    let ok = c.simple_query("SELECT 1").await.ok();
+                    let ok = crate::db::queries::ping(&c).await.ok();
                     c.release();
                     ok
                 })

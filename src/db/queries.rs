@@ -104,6 +104,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("schedules/record_slot.sql", SCHEDULE_RECORD_SLOT),
     ("shared/overview_daemons.sql", OVERVIEW_DAEMONS),
     ("shared/job_events.sql", JOB_EVENTS),
+    ("schedules/lock.sql", SCHEDULE_LOCK),
+    ("shared/ping.sql", PING),
     ("migrate/lock.sql", MIGRATE_LOCK),
     ("migrate/unlock.sql", MIGRATE_UNLOCK),
     ("migrate/ensure_table.sql", MIGRATE_ENSURE_TABLE),
@@ -114,6 +116,8 @@ pub const ALL: &[(&str, &str)] = &[
 
 const CLAIM: &str = include_str!("../../sql/queries/worker/claim.sql");
 const MIGRATE_LOCK: &str = include_str!("../../sql/queries/migrate/lock.sql");
+const SCHEDULE_LOCK: &str = include_str!("../../sql/queries/schedules/lock.sql");
+const PING: &str = include_str!("../../sql/queries/shared/ping.sql");
 const MIGRATE_UNLOCK: &str = include_str!("../../sql/queries/migrate/unlock.sql");
 const MIGRATE_ENSURE_TABLE: &str = include_str!("../../sql/queries/migrate/ensure_table.sql");
 const MIGRATE_RECORD: &str = include_str!("../../sql/queries/migrate/record.sql");
@@ -1792,4 +1796,18 @@ pub(crate) async fn migrate_current_version(c: &impl GenericClient) -> Result<Op
             .await?
             .try_get(0)?,
     ))
+}
+
+/// `schedules/lock.sql`: waits for the advisory lock `key` until the
+/// transaction ends.
+pub(crate) async fn schedule_lock(c: &impl GenericClient, key: i64) -> Result<()> {
+    c.execute(SCHEDULE_LOCK, &[&key]).await?;
+    Ok(())
+}
+
+/// `shared/ping.sql`, as a simple query (no statement to prepare): whether
+/// the connection answers.
+pub(crate) async fn ping(c: &tokio_postgres::Client) -> Result<()> {
+    c.simple_query(PING).await?;
+    Ok(())
 }

@@ -66,7 +66,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: C
                             None => break,
                         },
                         _ = ping.tick() => {
-                            let alive = tokio::time::timeout(shared.call_timeout, client.simple_query("SELECT 1")).await;
+                            let alive = tokio::time::timeout(shared.call_timeout, crate::db::queries::ping(&client)).await;
                             if !matches!(alive, Ok(Ok(_))) {
                                 break;
                             }
