@@ -714,10 +714,8 @@ async fn tenant_a_key_gets_404_for_tenant_b_jobs_and_rls_hides_them_in_the_datab
 
 const SECRET: &str = "policy-secret-for-tests-0123456789abcdef";
 
-fn policy_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("opsrunner.toml");
-    std::fs::write(
-        &path,
+fn policy_config(dir: &TempDir) -> std::path::PathBuf {
+    dir.config(
         r#"
 [api]
 job_types = ["restart-service"]
@@ -732,8 +730,6 @@ url = "https://hooks.internal.example/secret-path-abc"
 secret_env = "HOOK_SECRET"
 "#,
     )
-    .unwrap();
-    path
 }
 
 async fn sign(args: &[&str]) -> String {
@@ -1225,12 +1221,9 @@ async fn silent_connections_cannot_take_the_shim_off_the_air_and_are_closed_afte
 async fn the_shim_starts_without_webhook_secrets_it_never_uses_but_still_checks_the_entries() {
     let db = migrated_db().await;
     let dir = temp_dir("api-http");
-    let cfg = dir.join("opsrunner.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = dir.config(
         "[[http]]\njob_type = \"notify-deploy\"\nurl = \"https://hooks.example.com/x\"\nsecret_env = \"HOOK_SECRET_NOT_SET_HERE\"\n",
-    )
-    .unwrap();
+    );
     let api = ApiProcess::start(
         &db.url,
         &[WITH_MASTER],

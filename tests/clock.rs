@@ -53,10 +53,8 @@ fn token(exp_from_now: i64) -> String {
     sign(&Secret::new(SECRET.as_bytes().to_vec()), &claims).unwrap()
 }
 
-fn action_config(dir: &std::path::Path) -> String {
-    let path = dir.join("opsrunner.toml");
-    std::fs::write(
-        &path,
+fn action_config(dir: &TempDir) -> String {
+    let path = dir.config(
         r#"
 [[policy.actions]]
 job_type = "restart-service"
@@ -66,8 +64,7 @@ scope = "ops:execute"
 job_type = "restart-service"
 command = ["/bin/true"]
 "#,
-    )
-    .unwrap();
+    );
     path.to_string_lossy().into_owned()
 }
 

@@ -303,9 +303,7 @@ async fn an_exec_child_finds_none_of_the_workers_secrets_in_its_parents_environm
     let c = db.client().await;
     enable(&c, &["peek"]).await;
     let dir = temp_dir("exec-secrets");
-    let cfg = dir.join("opsrunner.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = dir.config(
         r#"
 [[exec]]
 job_type = "peek"
@@ -316,8 +314,7 @@ job_type = "hook"
 url = "https://hooks.example.com/x"
 secret_env = "PEEK_HOOK_SECRET"
 "#,
-    )
-    .unwrap();
+    );
     // A password the test server ignores (trust), but that sits in the URL.
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_password(Some("db-password-4be1c0")).unwrap();
@@ -360,19 +357,14 @@ async fn an_exec_command_dies_with_a_worker_killed_by_sigkill() {
     enable(&c, &["long"]).await;
     let dir = temp_dir("exec-pdeathsig");
     let pid_file = dir.join("pid");
-    let cfg = dir.join("opsrunner.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
+    let cfg = dir.config(format!(
+        r#"
 [[exec]]
 job_type = "long"
 command = ["/bin/sh", "-c", "echo $$ > {}; exec sleep 60"]
 "#,
-            pid_file.display()
-        ),
-    )
-    .unwrap();
+        pid_file.display()
+    ));
     let w = WorkerProcess::start(&db, &[("OPSRUNNER_CONFIG", cfg.to_str().unwrap())]).await;
     let id = insert_job(&c, "long", json!({})).await;
     wait_status(&c, id, "running", Duration::from_secs(15)).await;

@@ -684,9 +684,7 @@ async fn job_outcomes_are_logged_with_their_fields_and_a_flood_is_summarised() {
     let c = db.client().await;
     enable(&c, &["flaky", "poison"]).await;
     let dir = temp_dir("outcome-log");
-    let cfg = dir.join("opsrunner.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = dir.config(
         r#"
 [worker]
 backoff_base = "10ms"
@@ -700,8 +698,7 @@ command = ["/bin/sh", "-c", "echo 'disk full on /var/backups' >&2; exit 1"]
 job_type = "poison"
 command = ["/bin/sh", "-c", "exit 65"]
 "#,
-    )
-    .unwrap();
+    );
     let w = WorkerProcess::start(&db, &[("OPSRUNNER_CONFIG", cfg.to_str().unwrap())]).await;
     let id = JobRow::new("flaky")
         .payload(json!({"secret": "payload-secret-5d1f"}))

@@ -24,7 +24,7 @@ fn soak() -> bool {
 /// An exec handler that records every execution (job, attempt, worker pid)
 /// and behaves as its payload says: fast, slow, flaky (fails on attempt 1)
 /// or fail (always).
-fn storm_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+fn storm_config(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
     let log = dir.join("executions.log");
     let script = dir.join("job.sh");
     std::fs::write(
@@ -43,21 +43,16 @@ echo '{"ok": true}'
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cfg = dir.join("opsrunner.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
+    let cfg = dir.config(format!(
+        r#"
 [[exec]]
 job_type = "storm"
 command = ["{}"]
 env = {{ EXEC_LOG = "{}" }}
 "#,
-            script.display(),
-            log.display()
-        ),
-    )
-    .unwrap();
+        script.display(),
+        log.display()
+    ));
     (cfg, log)
 }
 
@@ -406,7 +401,7 @@ async fn bad_input_ends_each_job_with_a_bounded_error_and_the_daemon_keeps_runni
 /// A job type `hold` that runs `secs` seconds and records, with the time,
 /// when each execution started, ended, or was stopped (SIGTERM): lines
 /// `start|end|stop <job> <attempt> <worker pid> <unix time>`.
-fn ledger_config(dir: &std::path::Path, secs: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+fn ledger_config(dir: &TempDir, secs: u32) -> (std::path::PathBuf, std::path::PathBuf) {
     let log = dir.join("ledger.log");
     let script = dir.join("hold.sh");
     std::fs::write(

@@ -468,12 +468,9 @@ async fn a_policy_token_enqueues_and_runs_one_job_only() {
     enable(&owner, &["restart-service"]).await;
     let operator = db.login("opsrunner_worker").await;
     let dir = temp_dir("roles-policy");
-    let cfg = dir.join("opsrunner.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = dir.config(
         "[api]\njob_types = [\"restart-service\"]\n\n[[policy.actions]]\njob_type = \"restart-service\"\n",
-    )
-    .unwrap();
+    );
     let api = ApiProcess::start(
         &db.login("opsrunner_api").await,
         &[("OPS_API_KEY", MASTER), ("OPS_POLICY_SECRET", SECRET)],

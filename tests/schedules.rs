@@ -459,12 +459,9 @@ async fn config_file_schedules_are_checked_applied_protected_and_removed_on_relo
     let operator = db.login("opsrunner_worker").await;
     let c = db.client().await;
     let dir = temp_dir("schedule-config");
-    let cfg = dir.join("opsrunner.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = dir.config(
         "[[schedule]]\nname = \"cleanup\"\ncron = \"0 4 * * *\"\ntime_zone = \"Nowhere/City\"\njob_type = \"noop\"\n",
-    )
-    .unwrap();
+    );
     let cfg_env = [("OPSRUNNER_CONFIG", cfg.to_str().unwrap())];
     let out = opsrunner_cli(&operator, &["check"], &cfg_env).await;
     let err = String::from_utf8_lossy(&out.stderr);

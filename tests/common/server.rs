@@ -171,6 +171,16 @@ impl Drop for TempDir {
     }
 }
 
+impl TempDir {
+    /// Writes `toml` as `opsrunner.toml` here; returns its path (for
+    /// `OPSRUNNER_CONFIG` or `--config`).
+    pub fn config(&self, toml: impl AsRef<[u8]>) -> std::path::PathBuf {
+        let path = self.join("opsrunner.toml");
+        std::fs::write(&path, toml).expect("write opsrunner.toml");
+        path
+    }
+}
+
 /// A [`TempDir`] named after `tag`.
 pub fn temp_dir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("opsrunner-{tag}-{:016x}", rand::random::<u64>()));
