@@ -113,6 +113,54 @@ async fn a_max_running_limit_holds_across_three_daemons_and_changes_at_runtime()
     drop(workers);
 }
 
+/// A rate raised at runtime is used at once by every daemon, even ones that
+/// would otherwise sleep until their next poll (5 s here) before they try a
+/// held-back type again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_rate_limit_is_used_within_a_second_by_daemons_that_poll_every_5_seconds() {
+    let db = roles_db().await;
+    let operator = db.login("opsrunner_worker").await;
+    let c = db.client().await;
+    enable(&c, &["noop"]).await;
+    cli_ok(&operator, &["limits", "set", "noop", "--rate", "1/min"]).await;
+    c.execute(
+        "INSERT INTO ops_jobs (job_type, payload) SELECT 'noop', '{}' FROM generate_series(1, 100)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let env = [
+        ("OPSRUNNER_WORKER__CONCURRENCY", "20"),
+        ("OPSRUNNER_WORKER__POLL_INTERVAL", "5s"),
+    ];
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(WorkerProcess::start_url(&operator, &env).await);
+    }
+    let started = "SELECT count(*) FROM ops_jobs WHERE started_at IS NOT NULL";
+    wait_for(
+        Duration::from_secs(10),
+        "the minute's one start",
+        || async { (count(&c, started).await == 1).then_some(()) },
+    )
+    .await;
+    // Every daemon has tried and been held back by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&c, started).await, 1, "1/min starts one job a minute");
+    cli_ok(&operator, &["limits", "set", "noop", "--rate", "1000/s"]).await;
+    let raised = tokio::time::Instant::now();
+    wait_for(Duration::from_secs(5), "the raised rate in use", || async {
+        (count(&c, started).await == 100).then_some(())
+    })
+    .await;
+    assert!(
+        raised.elapsed() < Duration::from_secs(1),
+        "the raised rate took {:?} to start the backlog",
+        raised.elapsed()
+    );
+    drop(workers);
+}
+
 /// Starts `n` worker processes of 20 slots each, as the operator role.
 async fn daemons(operator: &str, n: usize) -> Vec<WorkerProcess> {
     let slots = [("OPSRUNNER_WORKER__CONCURRENCY", "20")];

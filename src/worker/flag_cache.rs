@@ -58,6 +58,10 @@ pub(crate) async fn reload(shared: &Shared) -> Result<bool> {
     {
         tracing::info!(?limits, "per-type limits reloaded");
         *l = Arc::new(limits);
+        // A claimer held back by the old limit may be asleep until its
+        // retry (up to the poll interval for a slow rate): a raised or
+        // cleared limit is used now.
+        shared.signals.wake.notify_one();
     }
     shared.mark_db_ok();
     for t in shared.live.registry().job_types().chain([PAUSE_FLAG]) {
