@@ -75,9 +75,32 @@ impl Console {
         self.get(path, Some(cookie)).await.text().await.unwrap()
     }
 
+    /// The sign-in form's `name=value` cookie and its form token.
+    async fn login_form(&self) -> (String, String) {
+        let r = self.get("/ui/login", None).await;
+        assert_eq!(r.status(), 200);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let cookie = set.split(';').next().unwrap().to_string();
+        let page = r.text().await.unwrap();
+        let needle = "name=\"form\" value=\"";
+        let at = page.find(needle).expect("a sign-in form token") + needle.len();
+        (cookie, page[at..at + 64].to_string())
+    }
+
+    /// Posts the sign-in form with `key`, as a browser that loaded it does.
+    async fn post_login(&self, key: &str) -> reqwest::Response {
+        let (cookie, token) = self.login_form().await;
+        self.post(
+            "/ui/login",
+            Some(&cookie),
+            &[("form", &token), ("key", key)],
+        )
+        .await
+    }
+
     /// Signs in with `key`; the `name=value` cookie and the page's form token.
     async fn sign_in(&self, key: &str) -> (String, String) {
-        let r = self.post("/ui/login", None, &[("key", key)]).await;
+        let r = self.post_login(key).await;
         assert_eq!(r.status(), 303, "sign-in");
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         let cookie = set.split(';').next().unwrap().to_string();
@@ -107,18 +130,31 @@ async fn console_sign_in_gives_a_strict_http_only_session_and_every_page_needs_o
     }
     let r = ui.get("/ui", Some("ops_session=00")).await;
     assert_eq!(r.status(), 303, "a malformed cookie is no session");
-    let r = ui.post("/ui/login", None, &[("key", "not-a-key")]).await;
+    let r = ui.post_login("not-a-key").await;
     assert_eq!(r.status(), 401);
-    assert!(r.headers().get("set-cookie").is_none());
+    assert!(
+        !r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("ops_session=")),
+        "no session for a bad key (only a fresh sign-in form)"
+    );
     let page = r.text().await.unwrap();
     assert!(
         page.contains("That key is not valid") && !page.contains("not-a-key"),
         "{page}"
     );
 
-    let r = ui.post("/ui/login", None, &[("key", &key)]).await;
+    let r = ui.post_login(&key).await;
     assert_eq!(r.status(), 303);
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let set = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("ops_session="))
+        .expect("a session cookie")
+        .to_string();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"] {
         assert!(set.contains(attr), "{attr}: {set}");
     }
@@ -162,13 +198,78 @@ async fn console_sign_in_gives_a_strict_http_only_session_and_every_page_needs_o
         &[("OPSRUNNER_API__PUBLIC_URL", "https://ops.example.com")],
     )
     .await;
-    let r = secure.post("/ui/login", None, &[("key", &key)]).await;
+    let r = secure.post_login(&key).await;
+    let cookies: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert!(
-        r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .contains("; Secure")
+        cookies.len() == 2 && cookies.iter().all(|c| c.contains("; Secure")),
+        "{cookies:?}"
     );
+}
+
+/// Login CSRF: a sign-in form posted from another site (no form cookie, or
+/// another browser's token) is refused before the key is looked at, so a
+/// browser cannot be signed into an attacker's key (and tenant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_posted_from_another_site_is_refused_before_the_key_is_checked() {
+    let db = roles_db().await;
+    let key = create_key(&db.url, "attacker", "tenant-x", "jobs:read").await;
+    let ui = Console::start(&db, &[]).await;
+    let (cookie, token) = ui.login_form().await;
+    let (_, other_token) = ui.login_form().await;
+    let no_session = |r: &reqwest::Response| {
+        !r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("ops_session="))
+    };
+    for (what, cookie, form) in [
+        (
+            "no form cookie, no token",
+            None,
+            vec![("key", key.as_str())],
+        ),
+        (
+            "no form cookie",
+            None,
+            vec![("form", token.as_str()), ("key", key.as_str())],
+        ),
+        (
+            "another form's token",
+            Some(cookie.as_str()),
+            vec![("form", other_token.as_str()), ("key", key.as_str())],
+        ),
+    ] {
+        let r = ui.post("/ui/login", cookie, &form).await;
+        assert_eq!(r.status(), 403, "{what}");
+        assert!(no_session(&r), "{what}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("came from another site") && !page.contains(&key),
+            "{what}: {page}"
+        );
+    }
+    let c = db.client().await;
+    let audited = count(
+        &c,
+        "SELECT count(*) FROM ops_audit_log WHERE action IN ('ui.sign_in', 'auth.failure')",
+    )
+    .await;
+    assert_eq!(audited, 0, "the key was never checked");
+    // The browser's own form still signs in.
+    let r = ui
+        .post(
+            "/ui/login",
+            Some(&cookie),
+            &[("form", &token), ("key", &key)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(!no_session(&r));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,12 +7,22 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use crate::api::{ApiState, SharedState};
 use crate::db::queries;
 
 /// The session cookie.
 pub(super) const COOKIE: &str = "ops_session";
+
+/// The sign-in form's cookie: a random token that the form also carries.
+/// A sign-in posted from another site (login CSRF: signing a browser into
+/// the attacker's own key, whose tenant the victim would then work in)
+/// comes without it, since the cookie is SameSite=Strict.
+const LOGIN_COOKIE: &str = "ops_login";
+
+/// How long a sign-in form stays usable: 10 minutes.
+const LOGIN_FORM_SECS: u64 = 600;
 
 /// A signed-in operator: the key's tenant and scopes, and the form token.
 pub(super) struct Session {
@@ -35,13 +45,18 @@ fn sha256(token: &str) -> [u8; 32] {
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+/// Cookie `name` when it is a 64-digit hex token (as every token here is).
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
@@ -125,30 +140,42 @@ pub(super) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ht
 }
 
 /// `GET /ui/login`.
-pub(super) async fn login_form() -> Html<String> {
-    login_page(None)
+pub(super) async fn login_form(State(state): State<SharedState>) -> Response {
+    login_page(&state, StatusCode::OK, None)
 }
 
-fn login_page(error: Option<&str>) -> Html<String> {
-    layout(
+/// The sign-in form, with a fresh form token in the page and in its cookie.
+fn login_page(state: &ApiState, status: StatusCode, error: Option<&str>) -> Response {
+    let token = hex(&rand::random::<[u8; 32]>());
+    let page = layout(
         "Sign in",
         None,
         html! {
             h1 { "Sign in" }
             @if let Some(e) = error { p.error { (e) } }
             form method="post" action="/ui/login" {
+                input type="hidden" name="form" value=(token);
                 label { "API key " input type="password" name="key" autocomplete="off" required; }
                 " "
                 button type="submit" { "Sign in" }
             }
         },
-    )
+    );
+    let mut resp = (status, page).into_response();
+    let cookie = cookie_attrs(state, LOGIN_COOKIE, &token, "/ui/login", LOGIN_FORM_SECS);
+    if let Ok(v) = cookie.parse() {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
 }
 
 /// The sign-in form.
 #[derive(Deserialize)]
 pub(super) struct LoginForm {
     key: String,
+    /// The form token; absent from forms made elsewhere.
+    #[serde(default)]
+    form: String,
 }
 
 /// `POST /ui/login`: the key is checked like an `X-Ops-Key` (failures
@@ -157,9 +184,23 @@ pub(super) struct LoginForm {
 pub(super) async fn login(
     State(state): State<SharedState>,
     parts: axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let ip = parts.0.ip();
+    // Before the key is looked at: a form from another site is not a
+    // sign-in attempt of this browser's user.
+    let from_our_form = cookie_named(&headers, LOGIN_COOKIE).is_some_and(|t| {
+        t.len() == form.form.len() && bool::from(t.as_bytes().ct_eq(form.form.as_bytes()))
+    });
+    if !from_our_form {
+        tracing::warn!(%ip, "a sign-in without this console's form token was refused (expired form, or a form on another site)");
+        return login_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            Some("The sign-in form expired or came from another site; sign in again."),
+        );
+    }
     let who =
         match crate::api::auth::authenticate_key(&state, form.key.trim(), ip, "/ui/login", None)
             .await
@@ -167,11 +208,11 @@ pub(super) async fn login(
             Ok(w) => w,
             Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => return e.into_response(),
             Err(_) => {
-                return (
+                return login_page(
+                    &state,
                     StatusCode::UNAUTHORIZED,
-                    login_page(Some("That key is not valid.")),
-                )
-                    .into_response();
+                    Some("That key is not valid."),
+                );
             }
         };
     let token = hex(&rand::random::<[u8; 32]>());
@@ -209,19 +250,29 @@ pub(super) async fn login(
         return crate::api::ApiError::from(e).into_response();
     }
     let mut resp = Redirect::to("/ui").into_response();
-    if let Ok(v) = session_cookie(&state, &token, state.cfg.ui_session_lifetime.as_secs()).parse() {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
+    let session = session_cookie(&state, &token, state.cfg.ui_session_lifetime.as_secs());
+    // The form token is spent.
+    let spent = cookie_attrs(&state, LOGIN_COOKIE, "", "/ui/login", 0);
+    for c in [session, spent] {
+        if let Ok(v) = c.parse() {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     resp
 }
 
 fn session_cookie(state: &ApiState, value: &str, max_age: u64) -> String {
+    cookie_attrs(state, COOKIE, value, "/ui", max_age)
+}
+
+/// A console cookie: HttpOnly, SameSite=Strict, Secure behind https.
+fn cookie_attrs(state: &ApiState, name: &str, value: &str, path: &str, max_age: u64) -> String {
     let secure = if state.cfg.public_url.starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
-    format!("{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -254,7 +305,6 @@ pub(super) fn refuse_write(session: &Session, presented: &str, scope: &str) -> O
 
 /// Whether `presented` is this session's form token (constant time).
 pub(super) fn csrf_ok(session: &Session, presented: &str) -> bool {
-    use subtle::ConstantTimeEq;
     session.csrf.len() == presented.len()
         && bool::from(session.csrf.as_bytes().ct_eq(presented.as_bytes()))
 }
