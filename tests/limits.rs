@@ -129,14 +129,7 @@ async fn a_raised_rate_limit_is_used_within_a_second_by_daemons_that_poll_every_
     )
     .await
     .unwrap();
-    let env = [
-        ("OPSRUNNER_WORKER__CONCURRENCY", "20"),
-        ("OPSRUNNER_WORKER__POLL_INTERVAL", "5s"),
-    ];
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        workers.push(WorkerProcess::start_url(&operator, &env).await);
-    }
+    let workers = daemons_with(&operator, 3, &[("OPSRUNNER_WORKER__POLL_INTERVAL", "5s")]).await;
     let started = "SELECT count(*) FROM ops_jobs WHERE started_at IS NOT NULL";
     wait_for(
         Duration::from_secs(10),
@@ -163,10 +156,16 @@ async fn a_raised_rate_limit_is_used_within_a_second_by_daemons_that_poll_every_
 
 /// Starts `n` worker processes of 20 slots each, as the operator role.
 async fn daemons(operator: &str, n: usize) -> Vec<WorkerProcess> {
-    let slots = [("OPSRUNNER_WORKER__CONCURRENCY", "20")];
+    daemons_with(operator, n, &[]).await
+}
+
+/// [`daemons`] with more settings.
+async fn daemons_with(operator: &str, n: usize, env: &[(&str, &str)]) -> Vec<WorkerProcess> {
+    let mut all = vec![("OPSRUNNER_WORKER__CONCURRENCY", "20")];
+    all.extend_from_slice(env);
     let mut workers = Vec::new();
     for _ in 0..n {
-        workers.push(WorkerProcess::start_url(operator, &slots).await);
+        workers.push(WorkerProcess::start_url(operator, &all).await);
     }
     workers
 }
