@@ -135,7 +135,7 @@ pub async fn migrate_to(client: &mut Client, target: i32) -> Result<Vec<i32>> {
 
 async fn apply_missing(client: &mut Client, target: i32) -> Result<Vec<i32>> {
     queries::migrate_ensure_table(client).await?;
-    let current = current_version_raw(client).await?.unwrap_or(0);
+    let current = queries::migrate_current_version(client).await?.unwrap_or(0);
     let mut applied = Vec::new();
     for m in MIGRATIONS
         .iter()
@@ -151,15 +151,10 @@ async fn apply_missing(client: &mut Client, target: i32) -> Result<Vec<i32>> {
     Ok(applied)
 }
 
-/// `None` when the migrations table does not exist.
-async fn current_version_raw(client: &Client) -> Result<Option<i32>> {
-    queries::migrate_current_version(client).await
-}
-
 /// Refuses to run against a database that is not at this binary's version.
 pub async fn check_schema(client: &Client) -> Result<()> {
     let need = latest_version();
-    match current_version_raw(client).await? {
+    match queries::migrate_current_version(client).await? {
         None | Some(0) => Err(Error::Schema(
             "the database is not migrated: run `opsrunner migrate` first".into(),
         )),

@@ -115,9 +115,9 @@ pub const ALL: &[(&str, &str)] = &[
 ];
 
 const CLAIM: &str = include_str!("../../sql/queries/worker/claim.sql");
-const MIGRATE_LOCK: &str = include_str!("../../sql/queries/migrate/lock.sql");
 const SCHEDULE_LOCK: &str = include_str!("../../sql/queries/schedules/lock.sql");
 const PING: &str = include_str!("../../sql/queries/shared/ping.sql");
+const MIGRATE_LOCK: &str = include_str!("../../sql/queries/migrate/lock.sql");
 const MIGRATE_UNLOCK: &str = include_str!("../../sql/queries/migrate/unlock.sql");
 const MIGRATE_ENSURE_TABLE: &str = include_str!("../../sql/queries/migrate/ensure_table.sql");
 const MIGRATE_RECORD: &str = include_str!("../../sql/queries/migrate/record.sql");
